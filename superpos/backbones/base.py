@@ -1,0 +1,79 @@
+"""The Backbone interface: a frozen Hugging Face model that takes prompted input embeddings.
+
+Every backbone keeps its wrapped model frozen and exposes:
+
+* ``embed(input_ids)``: token embeddings the prompt is prepended to;
+* ``vocab_embeddings()``: the rows of real tokens (T5's table has padded rows past the
+  tokenizer's size: prompt initialisations sample only from these);
+* ``example_losses(inputs_embeds, attention_mask, targets, head)``: per-example loss sums
+  and counts, so that K fused trials each get their own mean;
+* ``predict(...)``: predictions for evaluation (label indices, floats or ``None`` = invalid).
+
+Dropout switch (paper section 4, "Impact of Dropout"): with ``dropout=False`` the wrapped
+model stays in eval mode even when the backbone is put in train mode, so every dropout of
+the frozen model is inactive during training. For a frozen transformer, train mode changes
+nothing but dropout, so this is exactly "dropout off".
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Backbone(nn.Module):
+    kind: str = ""
+
+    def __init__(self, model: nn.Module, tokenizer, name: str, dropout: bool = True):
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+        self.dropout = dropout
+        self.freeze()
+
+    # -- frozen weights and dropout -----------------------------------------------------
+    def freeze(self) -> None:
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if not self.dropout:
+            self.model.eval()
+        return self
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.get_input_embeddings().weight.shape[1]
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model.get_input_embeddings()(input_ids)
+
+    def vocab_size(self) -> int:
+        """Number of real tokens (the tokenizer's size), never the padded table size."""
+        return min(len(self.tokenizer), self.model.get_input_embeddings().weight.shape[0])
+
+    def vocab_embeddings(self) -> torch.Tensor:
+        return self.model.get_input_embeddings().weight[: self.vocab_size()].detach()
+
+    # -- task-specific hooks ------------------------------------------------------------
+    def prepare(self, task, template: str) -> None:
+        """Called once per task before training (e.g. embed the label texts)."""
+
+    def new_head(self, task) -> nn.Module | None:
+        """A per-trial trainable head, if the backbone's design has one (default: none)."""
+        return None
+
+    def encode_target(self, task, example, template: str) -> list[int]:
+        raise NotImplementedError
+
+    def example_losses(self, inputs_embeds, attention_mask, targets, heads=None):
+        raise NotImplementedError
+
+    def predict(self, inputs_embeds, attention_mask, task, template: str, heads=None) -> list:
+        raise NotImplementedError

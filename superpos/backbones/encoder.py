@@ -1,0 +1,82 @@
+"""Encoder-only backbones (all-MiniLM-L6-v2): prompt tuning for classification, kept pure.
+
+Design (documented choice; the SuperPos paper uses T5 only): the prompted input is encoded by
+the frozen sentence encoder and mean-pooled over every unmasked position (prompt included),
+as sentence-transformers pools; the result is L2-normalised. Each class is represented by the
+frozen, prompt-free embedding of its label text (``"not_entailment"`` -> ``"not entailment"``).
+The logit of a class is ``scale * cos(sentence, class)`` with ``scale = 20`` (temperature
+0.05, the one all-MiniLM-L6-v2 was trained with). The prompt method's parameters are then the
+only trainable ones. ``head="linear"`` adds a per-trial linear layer over the pooled embedding
+instead, as an option.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from superpos.backbones.base import Backbone
+
+HEADS = ("similarity", "linear")
+
+
+class EncoderBackbone(Backbone):
+    kind = "encoder"
+
+    def __init__(self, model, tokenizer, name, dropout=True, head: str = "similarity", scale: float = 20.0):
+        super().__init__(model, tokenizer, name, dropout)
+        self.head = head
+        self.scale = scale
+        self.register_buffer("class_embeddings", torch.empty(0), persistent=False)
+        self.task = None
+
+    def pooled(self, inputs_embeds, attention_mask):
+        hidden = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+    @torch.no_grad()
+    def prepare(self, task, template):
+        self.task = task
+        if task.regression:
+            return
+        texts = [t.replace("_", " ") for t in task.label_texts("t5")]
+        enc = self.tokenizer(texts, padding=True, return_tensors="pt").to(self.device)
+        was_training = self.model.training
+        self.model.eval()
+        emb = self.pooled(self.embed(enc["input_ids"]), enc["attention_mask"])
+        self.model.train(was_training)
+        self.class_embeddings = F.normalize(emb.float(), dim=-1)
+
+    def new_head(self, task):
+        if self.head == "linear" and not task.regression:
+            return nn.Linear(self.hidden_size, len(task.labels))
+        return None
+
+    def encode_target(self, task, example, template):
+        return [example.label]  # the gold index (or float) itself
+
+    def _logits(self, pooled, heads):
+        logits = []
+        for rows, head in heads:
+            part = pooled[rows]
+            if head is None:
+                logits.append(self.scale * F.normalize(part.float(), dim=-1) @ self.class_embeddings.T)
+            else:
+                logits.append(head(part.float()))
+        return torch.cat(logits)
+
+    def example_losses(self, inputs_embeds, attention_mask, targets, heads=None):
+        heads = heads or [(slice(None), None)]
+        pooled = self.pooled(inputs_embeds, attention_mask)
+        if self.task.regression:
+            raise NotImplementedError("regression on the encoder backbone comes with the STS-B task")
+        losses = F.cross_entropy(self._logits(pooled, heads), targets[:, 0].long(), reduction="none")
+        return losses, torch.ones_like(losses)
+
+    @torch.no_grad()
+    def predict(self, inputs_embeds, attention_mask, task, template, heads=None):
+        heads = heads or [(slice(None), None)]
+        logits = self._logits(self.pooled(inputs_embeds, attention_mask), heads)
+        return logits.argmax(-1).tolist()

@@ -1,0 +1,93 @@
+"""ATTEMPT (Asai et al. 2022; SuperPos paper section 3.4): attentional mixture of prompts.
+
+Trainable: the target prompt P_t (n x d, from n unique sampled real token embeddings) and
+the attention module h = LayerNorm(W_up SiLU(W_down x)) with W_down (d -> G) and W_up
+(G -> d), both without bias, as the official code. Frozen: k source prompts loaded from
+safetensors files (key ``prompt``, shape (n, d): what a ``simple`` run exports as
+``prompt.safetensors``).
+
+Forward (the official "sub" method, methods.md section 1): x = max-pool of the input
+embeddings over (unmasked) tokens; pool_j = max-pool of each of the k source prompts and of
+P_t; score_j = <h, pool_j> / T; a = softmax over the k+1 prompts; the instance prompt is
+sum_j a_j P_j + P_t, so it differs per example. T defaults to d * e (the official 2087 for
+d = 768). Paper: G = 100, lr 0.3, weight decay 1e-5.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from superpos.errors import ConfigError
+from superpos.methods.base import MethodConfig, PromptMethod, sample_token_ids
+
+
+@dataclass
+class AttemptConfig(MethodConfig):
+    lr: float = 0.3
+    weight_decay: float = 1e-5
+    bottleneck: int = 100
+    source_prompts: list[str] = field(default_factory=list)
+    #: softmax temperature T; None means d * e
+    temperature: float | None = None
+
+    def validate(self):
+        super().validate()
+        if self.bottleneck < 1:
+            raise ConfigError(f"bottleneck must be >= 1, got {self.bottleneck}")
+        for path in self.source_prompts:
+            if not str(path).endswith(".safetensors"):
+                raise ConfigError(f"source prompt {path!r} is not a .safetensors file")
+
+
+def load_source_prompt(path: str, n: int, d: int) -> torch.Tensor:
+    try:
+        tensors = load_file(path)
+    except FileNotFoundError:
+        raise ConfigError(f"source prompt file {path} does not exist") from None
+    if "prompt" not in tensors:
+        raise ConfigError(f"source prompt file {path} holds no tensor 'prompt' (keys: {', '.join(tensors)})")
+    prompt = tensors["prompt"].float()
+    if tuple(prompt.shape) != (n, d):
+        raise ConfigError(f"source prompt {path} has shape {tuple(prompt.shape)}, expected ({n}, {d}) = (prompt_len, hidden size)")
+    return prompt
+
+
+def masked_max(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return x.masked_fill(~mask.bool().unsqueeze(-1), float("-inf")).amax(1)
+
+
+class AttemptPrompt(PromptMethod):
+    name = "attempt"
+    input_dependent = True
+
+    def __init__(self, config: AttemptConfig, vocab: torch.Tensor, generator: torch.Generator):
+        super().__init__(config)
+        n, d = config.prompt_len, vocab.shape[1]
+        ids = sample_token_ids(vocab.shape[0], n, generator)
+        self.register_buffer("token_ids", ids)
+        self.target = nn.Parameter(vocab[ids].detach().clone().float())
+        sources = [load_source_prompt(p, n, d) for p in config.source_prompts]
+        self.register_buffer("sources", torch.stack(sources) if sources else torch.empty(0, n, d))
+        self.temperature = config.temperature or d * math.e
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+            self.down = nn.Linear(d, config.bottleneck, bias=False)
+            self.up = nn.Linear(config.bottleneck, d, bias=False)
+        self.norm = nn.LayerNorm(d)
+
+    def attention(self, inputs_embeds, attention_mask) -> torch.Tensor:
+        """Attention weights (B, k+1) over the k source prompts and the target prompt."""
+        x = masked_max(inputs_embeds.float(), attention_mask)
+        h = self.norm(self.up(nn.functional.silu(self.down(x))))
+        prompts = torch.cat([self.sources, self.target.unsqueeze(0)])  # (k+1, n, d)
+        return torch.softmax(h @ prompts.amax(1).T / self.temperature, dim=-1)
+
+    def forward(self, inputs_embeds, attention_mask):
+        a = self.attention(inputs_embeds, attention_mask)
+        prompts = torch.cat([self.sources, self.target.unsqueeze(0)])
+        return torch.einsum("bk,knd->bnd", a, prompts) + self.target

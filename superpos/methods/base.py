@@ -1,0 +1,94 @@
+"""The PromptMethod interface shared by every method (one module per method, as in peft).
+
+A method owns its trainable parameters and answers four questions:
+
+* ``param_groups()``: optimizer groups, each with its own weight decay (SuperPos excludes E);
+* ``forward(inputs_embeds, attention_mask)``: the prompt for a batch, (B, n, d), or ``None``
+  for methods that add no prompt (full fine-tuning);
+* ``export()``: tensors to save; key ``"prompt"`` (n, d) where the prompt is input-independent;
+* ``num_trainable()``: trainable parameter count.
+
+Each method has a config dataclass beside it whose defaults are the SuperPos paper's
+(section 3.4; methods.md section 1). ``lr`` and ``weight_decay`` live there too, since the
+paper sets them per method.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from superpos.errors import ConfigError
+
+
+@dataclass
+class MethodConfig:
+    lr: float = 0.01
+    weight_decay: float = 0.0
+    #: number of prompt tokens n (paper: 10)
+    prompt_len: int = 10
+    min_prompt_len: ClassVar[int] = 1
+
+    @classmethod
+    def from_options(cls, options: dict, where: str = "method_options") -> "MethodConfig":
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown option(s) {', '.join(unknown)} in {where}; allowed: {', '.join(sorted(known))}")
+        cfg = cls(**options)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.prompt_len < self.min_prompt_len:
+            raise ConfigError(f"prompt_len must be >= {self.min_prompt_len}, got {self.prompt_len}")
+
+
+def sample_token_ids(vocab_size: int, k: int, generator: torch.Generator) -> torch.Tensor:
+    """k unique ids of real tokens (rows past the tokenizer's size are never drawn)."""
+    if not 1 <= k <= vocab_size:
+        raise ConfigError(f"cannot sample {k} unique tokens from a vocabulary of {vocab_size}; allowed: 1..{vocab_size}")
+    return torch.randperm(vocab_size, generator=generator)[:k]
+
+
+class PromptMethod(nn.Module):
+    name: str = ""
+    #: the prompt differs per example (ATTEMPT), so no single prompt can be exported
+    input_dependent: bool = False
+    #: trains the backbone's own weights (full fine-tuning): never fused with other trials
+    trains_backbone: bool = False
+
+    def __init__(self, config: MethodConfig):
+        super().__init__()
+        self.config = config
+
+    def param_groups(self) -> list[dict]:
+        params = [p for p in self.parameters() if p.requires_grad]
+        return [{"params": params, "weight_decay": self.config.weight_decay, "lr": self.config.lr}]
+
+    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor | None:
+        raise NotImplementedError
+
+    def prompt_matrix(self) -> torch.Tensor:
+        """The (n, d) prompt of input-independent methods."""
+        raise NotImplementedError
+
+    def export(self) -> dict[str, torch.Tensor]:
+        out = {k: v.detach().clone().contiguous() for k, v in self.state_dict().items()}
+        if not self.input_dependent:
+            with torch.no_grad():
+                out["prompt"] = self.prompt_matrix().detach().float().contiguous()
+        return out
+
+    def num_trainable(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def _expand(self, prompt: torch.Tensor, batch_size: int) -> torch.Tensor:
+        return prompt.unsqueeze(0).expand(batch_size, -1, -1)

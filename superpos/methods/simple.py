@@ -1,0 +1,37 @@
+"""Simple prompt tuning (Lester et al. 2021; SuperPos paper section 3.4).
+
+P (n x d) initialised from n *unique* token embeddings sampled from the real vocabulary.
+Paper hyperparameters: lr 0.01, weight decay 0.01, AdamW, no scheduler. (PEFT's
+SAMPLE_VOCAB samples with replacement over all rows; the paper samples unique real tokens.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from superpos.methods.base import MethodConfig, PromptMethod, sample_token_ids
+
+
+@dataclass
+class SimpleConfig(MethodConfig):
+    lr: float = 0.01
+    weight_decay: float = 0.01
+
+
+class SimplePrompt(PromptMethod):
+    name = "simple"
+
+    def __init__(self, config: SimpleConfig, vocab: torch.Tensor, generator: torch.Generator):
+        super().__init__(config)
+        ids = sample_token_ids(vocab.shape[0], config.prompt_len, generator)
+        self.register_buffer("token_ids", ids)
+        self.prompt = nn.Parameter(vocab[ids].detach().clone().float())
+
+    def prompt_matrix(self):
+        return self.prompt
+
+    def forward(self, inputs_embeds, attention_mask):
+        return self._expand(self.prompt, inputs_embeds.shape[0])

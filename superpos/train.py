@@ -1,0 +1,469 @@
+"""The training loop: K trials that share one frozen backbone, trained together.
+
+Read top to bottom: ``Trainer.__init__`` validates every config and output directory before
+any work, loads the data and the backbone once, and builds one ``Trial`` (prompt method,
+optimizer, data order, state) per config. ``fit`` then runs epochs of ``train_step``: the K
+trials' batches are prompted by their own methods, concatenated into one forward/backward
+through the frozen model, and each trial's loss is its own mean over its own tokens. Their
+sum is back-propagated: a trial's parameters only reach its own rows, so gradients never mix,
+and each trial steps its own optimizer. With K = 1 this is the ordinary prompt-tuning loop.
+
+Protocol (SuperPos paper section 3.4; methods.md section 5): AdamW with per-group weight
+decay, no LR scheduler by default, evaluation every epoch by greedy generation, invalid
+generations count as wrong, the reported score is the best validation score over training.
+
+Every evaluation appends a line to ``metrics.jsonl`` and writes an atomic checkpoint
+(trainable state, optimizer, scheduler, RNG states, data position, best score, history), so
+an interrupted run resumes where it stopped and ends as the uninterrupted one would (CPU).
+A loss that becomes NaN or inf ends that trial with status ``diverged``; the others go on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from safetensors.torch import save_file
+
+from superpos import metrics as metric_fns
+from superpos.backbones import load_backbone
+from superpos.config import TrainConfig
+from superpos.data import Batch, EncodedSplit, collate, encode_split
+from superpos.errors import ConfigError
+from superpos.methods import build_method
+from superpos.methods.base import PromptMethod
+from superpos.tasks import get_task
+from superpos.tasks.sources import load_examples
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+PROMPT_FILE = "prompt.safetensors"
+RESULT_FILE = "result.json"
+CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_FILE = "state.pt"
+
+RUNNING, FINISHED, DIVERGED = "running", "finished", "diverged"
+
+#: config keys that must agree for trials to share one backbone and one batch schedule
+SHARED_KEYS = (
+    "task", "model", "data_dir", "dropout", "batch_size", "eval_batch_size", "grad_accum", "epochs",
+    "template", "split", "max_train_examples", "max_eval_examples", "max_input_len", "eval_every",
+    "checkpoint_every", "head", "device",
+)
+
+
+class Callback:
+    """Hooks the CLI and the Ray trainables use; every method is optional."""
+
+    def on_evaluation(self, trial: "Trial", record: dict) -> None:
+        """After each evaluation; the trial's checkpoint for that evaluation is already written."""
+
+    def on_end(self, trial: "Trial") -> None:
+        """After the trial finished or diverged (result.json and the prompt are written)."""
+
+
+@dataclass
+class TrialState:
+    epoch: int = 0  # epochs completed
+    batch_in_epoch: int = 0  # micro-batches consumed in the current epoch
+    step: int = 0  # optimizer steps
+    examples: int = 0
+    loss_sum: float = 0.0  # train loss since the last evaluation
+    loss_count: int = 0
+    best_score: float = float("-inf")
+    best_step: int = -1
+    best_epoch: float = -1.0
+    status: str = RUNNING
+    message: str = ""
+    history: list = field(default_factory=list)
+
+
+@dataclass
+class Trial:
+    config: TrainConfig
+    out_dir: Path | None
+    method: PromptMethod
+    head: torch.nn.Module | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    state: TrialState
+
+    @property
+    def running(self) -> bool:
+        return self.state.status == RUNNING
+
+    def trainable_modules(self) -> dict:
+        return {"method": self.method, **({"head": self.head} if self.head is not None else {})}
+
+
+def prepare_out_dir(config: TrainConfig, out_dir: Path, overwrite: bool) -> bool:
+    """Check an output directory before any work; returns True if it holds a run to resume.
+
+    A finished (or diverged) run is refused unless ``overwrite``; an unfinished run with the
+    same config is resumed; one with another config is refused, naming the differing keys.
+    Nothing is deleted here: ``overwrite`` clears the directory only once training starts.
+    """
+    if not out_dir.exists() or not any(out_dir.iterdir()):
+        return False
+    if overwrite:
+        return False
+    if (out_dir / RESULT_FILE).exists():
+        status = json.loads((out_dir / RESULT_FILE).read_text()).get("status", "?")
+        raise ConfigError(f"output directory {out_dir} already holds a {status} run; pass --overwrite to replace it")
+    config_path = out_dir / CONFIG_FILE
+    if not config_path.exists():
+        raise ConfigError(f"output directory {out_dir} is not empty and holds no superpos run; choose another --out or pass --overwrite")
+    previous = TrainConfig.load(config_path).to_dict()
+    differing = sorted(k for k, v in config.to_dict().items() if previous.get(k) != v)
+    if differing:
+        raise ConfigError(
+            f"output directory {out_dir} holds an unfinished run with another config (differs in: {', '.join(differing)});"
+            " pass --overwrite to replace it or use the same settings to resume"
+        )
+    return True
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but no CUDA device is available; allowed here: auto, cpu")
+    return torch.device(name)
+
+
+def epoch_order(seed: int, epoch: int, n: int) -> list[int]:
+    """The data order of one epoch: a pure function of (seed, epoch), so resume needs no RNG state."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g).tolist()
+
+
+def lr_lambda(schedule: str, warmup: int, total: int):
+    def f(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if schedule == "linear":
+            return max(0.0, (total - step) / max(1, total - warmup))
+        return 1.0
+
+    return f
+
+
+class Trainer:
+    def __init__(
+        self,
+        configs: Sequence[TrainConfig],
+        out_dirs: Sequence[Path | str | None] | None = None,
+        *,
+        overwrite: bool = False,
+        callbacks: Sequence[Callback] = (),
+        progress: bool = True,
+    ):
+        if not configs:
+            raise ConfigError("no trial configs given")
+        self.configs = [c.resolve() for c in configs]
+        self.out_dirs = [Path(d) if d is not None else None for d in (out_dirs or [None] * len(configs))]
+        self.callbacks = list(callbacks)
+        self.progress = progress
+        self._check_group()
+        self.resume = [prepare_out_dir(c, d, overwrite) if d else False for c, d in zip(self.configs, self.out_dirs)]
+        self.overwrite = overwrite
+
+        first = self.configs[0]
+        self.task = get_task(first.task)
+        train_examples = load_examples(self.task, "train", first.data_dir)[: first.max_train_examples]
+        eval_examples = load_examples(self.task, "validation", first.data_dir)[: first.max_eval_examples]
+
+        self.device = pick_device(first.device)
+        self.backbone = load_backbone(first.model, dropout=first.dropout, head=first.head, device=self.device)
+        self.backbone.prepare(self.task, first.template)
+        self.train_split = encode_split(self.backbone, self.task, train_examples, first.template, first.max_input_len)
+        self.eval_split = encode_split(self.backbone, self.task, eval_examples, first.template, first.max_input_len)
+        self.trials = [self._build_trial(c, d) for c, d in zip(self.configs, self.out_dirs)]
+        if self.device.type == "cuda" and not any(t.method.trains_backbone for t in self.trials):
+            self.backbone.model.to(torch.bfloat16)  # frozen weights in bf16; trainables stay fp32
+
+    # -- set-up -------------------------------------------------------------------------
+    def _check_group(self) -> None:
+        first = self.configs[0]
+        for c in self.configs[1:]:
+            differing = [k for k in SHARED_KEYS if getattr(c, k) != getattr(first, k)]
+            if differing:
+                raise ConfigError(f"trials cannot share one backbone: they differ in {', '.join(differing)}")
+        if len(self.configs) > 1 and any(c.method == "full" for c in self.configs):
+            raise ConfigError("full fine-tuning changes the shared backbone and never fuses with other trials")
+
+    def steps_per_epoch(self) -> int:
+        c = self.configs[0]
+        return math.ceil(math.ceil(len(self.train_split) / c.batch_size) / c.grad_accum)
+
+    def _build_trial(self, config: TrainConfig, out_dir: Path | None) -> Trial:
+        generator = torch.Generator().manual_seed(config.seed)
+        method = build_method(config.method, config.method_config(), self.backbone, generator)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            head = self.backbone.new_head(self.task)
+        method.to(self.device)
+        if head is not None:
+            head.to(self.device)
+        groups = method.param_groups()
+        if head is not None:
+            groups.append({"params": list(head.parameters()), "weight_decay": config.weight_decay, "lr": config.lr})
+        optimizer = torch.optim.AdamW(groups, lr=config.lr)
+        total = config.epochs * self.steps_per_epoch()
+        warmup = int(config.warmup_ratio * total)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config.schedule, warmup, total))
+        return Trial(config, out_dir, method, head, optimizer, scheduler, TrialState())
+
+    # -- checkpoints --------------------------------------------------------------------
+    def _checkpoint_path(self, trial: Trial) -> Path | None:
+        return trial.out_dir / CHECKPOINT_DIR / CHECKPOINT_FILE if trial.out_dir else None
+
+    def save_checkpoint(self, trial: Trial) -> None:
+        path = self._checkpoint_path(trial)
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = asdict(trial.state)
+        state["history"] = json.dumps(state["history"])
+        payload = {
+            "trainable": {k: m.state_dict() for k, m in trial.trainable_modules().items()},
+            "optimizer": trial.optimizer.state_dict(),
+            "scheduler": trial.scheduler.state_dict(),
+            "state": state,
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+        tmp = path.with_suffix(".tmp")
+        torch.save(payload, tmp)
+        os.replace(tmp, path)  # atomic: a kill mid-write leaves the previous checkpoint intact
+
+    def load_checkpoint(self, trial: Trial) -> bool:
+        path = self._checkpoint_path(trial)
+        if path is None or not path.exists():
+            return False
+        payload = torch.load(path, weights_only=True, map_location="cpu")
+        for name, module in trial.trainable_modules().items():
+            module.load_state_dict(payload["trainable"][name])
+        trial.optimizer.load_state_dict(payload["optimizer"])
+        trial.scheduler.load_state_dict(payload["scheduler"])
+        state = dict(payload["state"])
+        state["history"] = json.loads(state["history"])
+        trial.state = TrialState(**state)
+        torch.set_rng_state(payload["rng_cpu"])
+        if payload["rng_cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(payload["rng_cuda"])
+        # metrics.jsonl is rewritten from the checkpoint: lines written after it are dropped
+        with open(trial.out_dir / METRICS_FILE, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in trial.state.history)
+        return True
+
+    def _start_outputs(self, trial: Trial, resume: bool) -> bool:
+        """Create the output directory; returns True if a checkpoint was restored."""
+        if trial.out_dir is None:
+            return False
+        if self.overwrite and trial.out_dir.exists():
+            shutil.rmtree(trial.out_dir)
+        trial.out_dir.mkdir(parents=True, exist_ok=True)
+        trial.config.save(trial.out_dir / CONFIG_FILE)
+        if resume and self.load_checkpoint(trial):
+            return True
+        (trial.out_dir / METRICS_FILE).write_text("")
+        return False
+
+    # -- one step -----------------------------------------------------------------------
+    def prompted(self, trial: Trial, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Input embeddings with the trial's prompt prepended and the attention mask extended."""
+        embeds = self.backbone.embed(batch.input_ids)
+        prompt = trial.method(embeds, batch.attention_mask)
+        mask = batch.attention_mask
+        if prompt is not None:
+            embeds = torch.cat([prompt.to(embeds.dtype), embeds], dim=1)
+            mask = torch.cat([mask.new_ones(mask.shape[0], prompt.shape[1]), mask], dim=1)
+        return embeds, mask
+
+    def _fuse(self, trials: Sequence[Trial], batches: Sequence[Batch]):
+        """Concatenate the K trials' prompted batches, right-padded to one width."""
+        parts = [self.prompted(t, b) for t, b in zip(trials, batches)]
+        width = max(e.shape[1] for e, _ in parts)
+        embeds = torch.cat([torch.nn.functional.pad(e, (0, 0, 0, width - e.shape[1])) for e, _ in parts])
+        masks = torch.cat([torch.nn.functional.pad(m, (0, width - m.shape[1])) for _, m in parts])
+        heads, start = [], 0
+        for t, b in zip(trials, batches):
+            heads.append((slice(start, start + len(b)), t.head))
+            start += len(b)
+        return embeds, masks, heads
+
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else torch.autocast("cpu", enabled=False)
+
+    def train_step(self, trials: Sequence[Trial], batches: Sequence[Batch]) -> list[float]:
+        """Forward/backward of one micro-batch per trial; returns each trial's mean loss."""
+        with self._autocast():
+            embeds, masks, heads = self._fuse(trials, batches)
+            tgt_width = max(b.targets.shape[1] for b in batches)
+            targets = torch.cat([torch.nn.functional.pad(b.targets, (0, tgt_width - b.targets.shape[1]), value=-100) for b in batches])
+            sums, counts = self.backbone.example_losses(embeds, masks, targets, heads)
+        losses, total = [], None
+        for (rows, _), trial in zip(heads, trials):
+            loss = sums[rows].sum() / counts[rows].sum().clamp(min=1)
+            losses.append(loss.item())
+            if math.isfinite(losses[-1]):
+                part = loss / trial.config.grad_accum
+                total = part if total is None else total + part
+        if total is not None:
+            total.backward()
+        return losses
+
+    def optimizer_step(self, trial: Trial) -> None:
+        trial.optimizer.step()
+        trial.scheduler.step()
+        trial.optimizer.zero_grad(set_to_none=True)
+        trial.state.step += 1
+
+    # -- evaluation ---------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, trials: Sequence[Trial]) -> list[dict]:
+        """Greedy generation (or class scoring) on the validation split, fused across trials."""
+        self.backbone.eval()
+        for t in trials:
+            t.method.eval()
+        split = self.eval_split
+        order = sorted(range(len(split)), key=lambda i: len(split.input_ids[i]))  # less padding
+        preds: list[list] = [[None] * len(split) for _ in trials]
+        bs = self.configs[0].eval_batch_size
+        pad = self.backbone.tokenizer.pad_token_id
+        for start in range(0, len(order), bs):
+            batch = collate(split, order[start : start + bs], pad, self.device)
+            with self._autocast():
+                embeds, masks, heads = self._fuse(trials, [batch] * len(trials))
+                out = self.backbone.predict(embeds, masks, self.task, self.configs[0].template, heads)
+            for k, (rows, _) in enumerate(heads):
+                for i, p in zip(batch.indices, out[rows]):
+                    preds[k][i] = p
+        self.backbone.train()
+        for t in trials:
+            t.method.train()
+        return [metric_fns.compute(self.task.metrics, p, split.golds, split.groups) for p in preds]
+
+    def _record_evaluation(self, trial: Trial, scores: dict) -> dict:
+        s = trial.state
+        epoch = s.epoch + s.batch_in_epoch / max(1, math.ceil(len(self.train_split) / trial.config.batch_size))
+        if scores["score"] > s.best_score:
+            s.best_score, s.best_step, s.best_epoch = scores["score"], s.step, epoch
+        record = {
+            "epoch": round(epoch, 4),
+            "step": s.step,
+            "examples": s.examples,
+            "train_loss": s.loss_sum / s.loss_count if s.loss_count else float("nan"),
+            **scores,
+            "best_score": s.best_score,
+        }
+        s.loss_sum, s.loss_count = 0.0, 0
+        s.history.append(record)
+        if trial.out_dir:
+            with open(trial.out_dir / METRICS_FILE, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        self.save_checkpoint(trial)
+        for cb in self.callbacks:
+            cb.on_evaluation(trial, record)
+        return record
+
+    # -- the loop -----------------------------------------------------------------------
+    def _finish(self, trial: Trial, status: str, message: str = "") -> None:
+        trial.state.status, trial.state.message = status, message
+        if trial.out_dir:
+            tensors = {k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in trial.method.export().items()}
+            if trial.head is not None:
+                tensors.update({f"head.{k}": v.detach().cpu() for k, v in trial.head.state_dict().items()})
+            save_file(tensors, trial.out_dir / PROMPT_FILE, metadata={"method": trial.config.method, "task": trial.config.task})
+            result = {
+                "status": status,
+                "message": message,
+                "best_score": trial.state.best_score if trial.state.history else None,
+                "best_step": trial.state.best_step,
+                "best_epoch": trial.state.best_epoch,
+                "steps": trial.state.step,
+                "examples": trial.state.examples,
+                "trainable_parameters": trial.method.num_trainable() + (sum(p.numel() for p in trial.head.parameters()) if trial.head else 0),
+            }
+            (trial.out_dir / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")
+        for cb in self.callbacks:
+            cb.on_end(trial)
+
+    def fit(self) -> list[Trial]:
+        cfg = self.configs[0]
+        torch.manual_seed(cfg.seed)  # dropout masks; restored from the checkpoint on resume
+        for trial, resume in zip(self.trials, self.resume):
+            self._start_outputs(trial, resume)
+        # a group resumes together: all members share the position of the first
+        position = (self.trials[0].state.epoch, self.trials[0].state.batch_in_epoch)
+        n, bs, accum = len(self.train_split), cfg.batch_size, cfg.grad_accum
+        batches_per_epoch = math.ceil(n / bs)
+        pad = self.backbone.tokenizer.pad_token_id
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=cfg.epochs * batches_per_epoch, initial=position[0] * batches_per_epoch + position[1], desc=f"{cfg.task}/{cfg.method}", unit="batch")
+        self.backbone.train()
+        for t in self.trials:
+            t.method.train()
+        for epoch in range(position[0], cfg.epochs):
+            orders = [epoch_order(t.config.seed, epoch, n) for t in self.trials]
+            start = position[1] if epoch == position[0] else 0
+            for b in range(start, batches_per_epoch):
+                live = [(k, t) for k, t in enumerate(self.trials) if t.running]
+                if not live:
+                    break
+                batches = [collate(self.train_split, orders[k][b * bs : (b + 1) * bs], pad, self.device) for k, _ in live]
+                losses = self.train_step([t for _, t in live], batches)
+                last_in_epoch = b == batches_per_epoch - 1
+                due = []
+                for (k, t), loss, batch in zip(live, losses, batches):
+                    s = t.state
+                    s.batch_in_epoch, s.examples = b + 1, s.examples + len(batch)
+                    if not math.isfinite(loss):
+                        t.optimizer.zero_grad(set_to_none=True)
+                        self._finish(t, DIVERGED, f"loss became {loss} at step {s.step} (epoch {epoch}); the trial stopped")
+                        continue
+                    s.loss_sum, s.loss_count = s.loss_sum + loss, s.loss_count + 1
+                    if (b + 1) % accum and not last_in_epoch:
+                        continue
+                    self.optimizer_step(t)
+                    if last_in_epoch:
+                        s.epoch, s.batch_in_epoch = epoch + 1, 0
+                    if last_in_epoch or (cfg.eval_every and s.step % cfg.eval_every == 0):
+                        due.append(t)
+                    elif cfg.checkpoint_every and s.step % cfg.checkpoint_every == 0:
+                        self.save_checkpoint(t)
+                if due:
+                    for t, scores in zip(due, self.evaluate(due)):
+                        record = self._record_evaluation(t, scores)
+                        if bar is not None:
+                            bar.set_postfix(score=f"{record['score']:.4f}", best=f"{record['best_score']:.4f}")
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix_str(f"loss={sum(losses) / len(losses):.4f}", refresh=False)
+        if bar is not None:
+            bar.close()
+        for t in self.trials:
+            if t.running:
+                self._finish(t, FINISHED)
+        return self.trials
+
+
+def run(config: TrainConfig, out_dir: Path | str | None = None, **kwargs) -> Trial:
+    """Train one trial (K = 1)."""
+    return Trainer([config], [out_dir], **kwargs).fit()[0]
+
+
+def run_group(configs: Sequence[TrainConfig], out_dirs: Sequence[Path | str | None] | None = None, **kwargs) -> list[Trial]:
+    """Train K compatible trials fused through one frozen backbone."""
+    return Trainer(configs, out_dirs, **kwargs).fit()

@@ -1,0 +1,32 @@
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from superpos.settings import default_data_dir  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The real GLUE/SuperGLUE files (SUPERPOS_DATA_DIR or ../shared/data); skip if absent."""
+    path = default_data_dir()
+    if not (path / "rte" / "train.tsv").is_file():
+        pytest.skip(f"real GLUE/SuperGLUE data not found at {path} (set SUPERPOS_DATA_DIR)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_t5():
+    from superpos.backbones import load_backbone
+
+    return load_backbone("tiny-t5", dropout=False)
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    from superpos.backbones import load_backbone
+
+    return load_backbone("minilm", dropout=False)

@@ -1,0 +1,1 @@
+"""Ray Tune trainables around the superpos training loop."""
