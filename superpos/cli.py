@@ -43,6 +43,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dropout", action=argparse.BooleanOptionalAction, default=True, help="dropout of the frozen model")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--template", default="t5", help="t5 (label names) or attempt (label indices)")
+    p.add_argument("--split", default="paper", help="paper (train; whole validation) or heldout (ATTEMPT/DePT: validation/test carved out with seed 42)")
+    p.add_argument("--source", default="local", help="local (files under --data-dir: original TSV/JSONL, or hub-schema Parquet) or hub (datasets.load_dataset)")
     p.add_argument("--max-train-examples", type=int, default=None)
     p.add_argument("--max-eval-examples", type=int, default=None)
     p.add_argument("--max-input-len", type=int, default=d["max_input_len"].default)
@@ -71,7 +73,7 @@ def config_from_args(args: argparse.Namespace):
     kwargs = dict(
         task=args.task, method=args.method, model=args.model, epochs=args.epochs, batch_size=args.batch_size,
         eval_batch_size=args.eval_batch_size, grad_accum=args.grad_accum, lr=args.lr, weight_decay=args.weight_decay,
-        dropout=args.dropout, seed=args.seed, template=args.template, max_train_examples=args.max_train_examples,
+        dropout=args.dropout, seed=args.seed, template=args.template, split=args.split, source=args.source, max_train_examples=args.max_train_examples,
         max_eval_examples=args.max_eval_examples, max_input_len=args.max_input_len, eval_every=args.eval_every,
         checkpoint_every=args.checkpoint_every, schedule=args.schedule, warmup_ratio=args.warmup_ratio,
         head=args.head, device=args.device, method_options=options,

@@ -19,7 +19,7 @@ from superpos.settings import default_data_dir
 
 SCHEDULES = ("constant", "linear")
 DEVICES = ("auto", "cpu", "cuda")
-SPLITS = ("paper",)
+SPLITS = ("paper", "heldout")  # methods.md section 5; see superpos.tasks.splits
 
 
 @dataclass
@@ -40,6 +40,8 @@ class TrainConfig:
     seed: int = 0
     template: str = "t5"
     split: str = "paper"
+    #: "local" (files under data_dir: original formats or Parquet) or "hub" (datasets.load_dataset)
+    source: str = "local"
     max_train_examples: int | None = None
     max_eval_examples: int | None = None
     max_input_len: int = 256
@@ -61,12 +63,14 @@ class TrainConfig:
         from superpos.backbones import check_model_name
         from superpos.methods import method_config
         from superpos.tasks import TEMPLATES, get_task
+        from superpos.tasks.sources import SOURCES
 
         get_task(self.task)
         method_config(self.method, self._method_options(), f"{where}: method options of {self.method}")
         check_model_name(self.model)
         choose("template", self.template, TEMPLATES, where)
         choose("split", self.split, SPLITS, where)
+        choose("source", self.source, SOURCES, where)
         choose("schedule", self.schedule, SCHEDULES, where)
         choose("device", self.device, DEVICES, where)
         for name in ("epochs", "batch_size", "eval_batch_size", "grad_accum", "max_input_len"):

@@ -1,12 +1,35 @@
-"""Tokenised splits and dynamically padded batches."""
+"""Tokenised splits (cached on disk) and dynamically padded batches.
+
+Tokenising a large split is the slow part of start-up (SST-2 train: 67,349 rows), so
+``encode_split`` caches its result under ``superpos.settings.cache_dir()/tokenized``. The key
+is a SHA-256 of everything the result depends on:
+
+* the content of the split: every formatted input text, gold label and group (this covers
+  the source file's content, the task, the split protocol and any cap, and works
+  the same for local files and hub rows);
+* the tokenizer's identity: its full serialised definition (vocabulary, normaliser,
+  post-processor), not just its name, since e.g. ``tiny-t5`` re-wires MiniLM's tokenizer;
+* the settings: the template and the backbone kind (which decide the targets), ``max_input_len``.
+
+A cache file is written to a temporary name and renamed into place, so a killed run never
+leaves a half-written entry and parallel runs never read one.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from dataclasses import dataclass
+from itertools import accumulate
+from pathlib import Path
 
 import torch
 
 from superpos.backbones.seq2seq import IGNORE
+from superpos.settings import cache_dir
+
+CACHE_VERSION = 2
 
 
 @dataclass
@@ -17,6 +40,8 @@ class EncodedSplit:
     targets: list[list]
     golds: list
     groups: list
+    #: True when this split was read from the tokenisation cache
+    from_cache: bool = False
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -33,17 +58,76 @@ class Batch:
         return len(self.indices)
 
 
-def encode_split(backbone, task, examples, template: str, max_input_len: int) -> EncodedSplit:
+def tokenizer_identity(tokenizer) -> str:
+    """A digest of the tokenizer's definition (fast tokenizers serialise completely).
+
+    The backend's truncation and padding state is left out: every call sets it anew.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        spec = [type(tokenizer).__name__, tokenizer.name_or_path, len(tokenizer)]
+    else:
+        spec = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("truncation", "padding")}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def cache_path(backbone, template: str, texts: list[str], golds: list, groups: list, max_input_len: int) -> Path:
+    content = json.dumps([CACHE_VERSION, backbone.kind, template, max_input_len, texts, golds, groups])
+    key = hashlib.sha256(tokenizer_identity(backbone.tokenizer).encode() + content.encode()).hexdigest()
+    return cache_dir() / "tokenized" / f"{key}.pt"
+
+
+def _flatten(rows: list[list]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ragged rows as one flat tensor and their lengths (tensors load fast and safely)."""
+    flat = [v for r in rows for v in r]
+    dtype = torch.float64 if any(isinstance(v, float) for v in flat) else torch.int64
+    return torch.tensor(flat, dtype=dtype), torch.tensor([len(r) for r in rows], dtype=torch.int64)
+
+
+def _unflatten(flat: torch.Tensor, lengths: torch.Tensor) -> list[list]:
+    values, lengths = flat.tolist(), lengths.tolist()
+    return [values[end - n : end] for n, end in zip(lengths, accumulate(lengths))]
+
+
+def _save(path: Path, split: EncodedSplit) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ids, id_lens = _flatten(split.input_ids)
+    targets, target_lens = _flatten(split.targets)
+    payload = {"input_ids": ids, "input_lens": id_lens, "targets": targets, "target_lens": target_lens}
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def _load(path: Path, golds: list, groups: list) -> EncodedSplit:
+    payload = torch.load(path, weights_only=True)
+    return EncodedSplit(
+        _unflatten(payload["input_ids"], payload["input_lens"]),
+        _unflatten(payload["targets"], payload["target_lens"]),
+        golds,
+        groups,
+        from_cache=True,
+    )
+
+
+def encode_split(backbone, task, examples, template: str, max_input_len: int, *, cache: bool = True) -> EncodedSplit:
+    """Tokenise ``examples`` (inputs and targets), from the cache when it holds this exact split."""
     texts = [task.format_input(ex, template) for ex in examples]
+    golds, groups = [ex.label for ex in examples], [ex.group for ex in examples]
+    path = cache_path(backbone, template, texts, golds, groups, max_input_len) if cache else None
+    if path is not None and path.is_file():
+        return _load(path, golds, groups)
     input_ids = backbone.tokenizer(texts, truncation=True, max_length=max_input_len)["input_ids"]
-    target_cache: dict = {}
+    target_cache: dict = {}  # one tokenisation per distinct label
     targets = []
     for ex in examples:
-        key = ex.label
-        if key not in target_cache:
-            target_cache[key] = backbone.encode_target(task, ex, template)
-        targets.append(target_cache[key])
-    return EncodedSplit(list(input_ids), targets, [ex.label for ex in examples], [ex.group for ex in examples])
+        if ex.label not in target_cache:
+            target_cache[ex.label] = backbone.encode_target(task, ex, template)
+        targets.append(target_cache[ex.label])
+    split = EncodedSplit(list(input_ids), targets, golds, groups)
+    if path is not None:
+        _save(path, split)
+    return split
 
 
 def collate(split: EncodedSplit, indices: list[int], pad_id: int, device) -> Batch:

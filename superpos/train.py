@@ -24,7 +24,6 @@ import json
 import math
 import os
 import shutil
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -40,7 +39,7 @@ from superpos.errors import ConfigError
 from superpos.methods import build_method
 from superpos.methods.base import PromptMethod
 from superpos.tasks import get_task
-from superpos.tasks.sources import load_examples
+from superpos.tasks.splits import load_splits
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -54,7 +53,7 @@ RUNNING, FINISHED, DIVERGED = "running", "finished", "diverged"
 #: config keys that must agree for trials to share one backbone and one batch schedule
 SHARED_KEYS = (
     "task", "model", "data_dir", "dropout", "batch_size", "eval_batch_size", "grad_accum", "epochs",
-    "template", "split", "max_train_examples", "max_eval_examples", "max_input_len", "eval_every",
+    "template", "split", "source", "max_train_examples", "max_eval_examples", "max_input_len", "eval_every",
     "checkpoint_every", "head", "device",
 )
 
@@ -177,14 +176,18 @@ class Trainer:
 
         first = self.configs[0]
         self.task = get_task(first.task)
-        train_examples = load_examples(self.task, "train", first.data_dir)[: first.max_train_examples]
-        eval_examples = load_examples(self.task, "validation", first.data_dir)[: first.max_eval_examples]
+        splits = load_splits(self.task, first.split, first.data_dir, source=first.source)
 
         self.device = pick_device(first.device)
         self.backbone = load_backbone(first.model, dropout=first.dropout, head=first.head, device=self.device)
         self.backbone.prepare(self.task, first.template)
-        self.train_split = encode_split(self.backbone, self.task, train_examples, first.template, first.max_input_len)
-        self.eval_split = encode_split(self.backbone, self.task, eval_examples, first.template, first.max_input_len)
+
+        def encode(examples, cap):
+            return encode_split(self.backbone, self.task, examples[:cap], first.template, first.max_input_len)
+
+        self.train_split = encode(splits.train, first.max_train_examples)
+        self.eval_split = encode(splits.validation, first.max_eval_examples)
+        self.test_split = encode(splits.test, first.max_eval_examples) if splits.test is not None else None
         self.trials = [self._build_trial(c, d) for c, d in zip(self.configs, self.out_dirs)]
         if self.device.type == "cuda" and not any(t.method.trains_backbone for t in self.trials):
             self.backbone.model.to(torch.bfloat16)  # frozen weights in bf16; trainables stay fp32
@@ -330,11 +333,19 @@ class Trainer:
     # -- evaluation ---------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, trials: Sequence[Trial]) -> list[dict]:
-        """Greedy generation (or class scoring) on the validation split, fused across trials."""
+        """Scores on the validation split and, under the heldout protocol, on the test split (``test_*``)."""
+        scores = self._evaluate_split(trials, self.eval_split)
+        if self.test_split is not None:
+            for s, test in zip(scores, self._evaluate_split(trials, self.test_split)):
+                s.update({f"test_{k}": v for k, v in test.items()})
+        return scores
+
+    @torch.no_grad()
+    def _evaluate_split(self, trials: Sequence[Trial], split: EncodedSplit) -> list[dict]:
+        """Greedy generation (or class scoring) on one split, fused across trials."""
         self.backbone.eval()
         for t in trials:
             t.method.eval()
-        split = self.eval_split
         order = sorted(range(len(split)), key=lambda i: len(split.input_ids[i]))  # less padding
         preds: list[list] = [[None] * len(split) for _ in trials]
         bs = self.configs[0].eval_batch_size
@@ -355,7 +366,8 @@ class Trainer:
     def _record_evaluation(self, trial: Trial, scores: dict) -> dict:
         s = trial.state
         epoch = s.epoch + s.batch_in_epoch / max(1, math.ceil(len(self.train_split) / trial.config.batch_size))
-        if scores["score"] > s.best_score:
+        improved = scores["score"] > s.best_score
+        if improved:
             s.best_score, s.best_step, s.best_epoch = scores["score"], s.step, epoch
         record = {
             "epoch": round(epoch, 4),
@@ -365,6 +377,8 @@ class Trainer:
             **scores,
             "best_score": s.best_score,
         }
+        if "test_score" in scores:  # heldout protocol: report the test score at the best validation step
+            record["best_test_score"] = scores["test_score"] if improved or not s.history else s.history[-1]["best_test_score"]
         s.loss_sum, s.loss_count = 0.0, 0
         s.history.append(record)
         if trial.out_dir:
@@ -387,6 +401,7 @@ class Trainer:
                 "status": status,
                 "message": message,
                 "best_score": trial.state.best_score if trial.state.history else None,
+                "best_test_score": trial.state.history[-1].get("best_test_score") if trial.state.history else None,
                 "best_step": trial.state.best_step,
                 "best_epoch": trial.state.best_epoch,
                 "steps": trial.state.step,
@@ -415,6 +430,7 @@ class Trainer:
         self.backbone.train()
         for t in self.trials:
             t.method.train()
+        best = max(t.state.best_score for t in self.trials)
         for epoch in range(position[0], cfg.epochs):
             orders = [epoch_order(t.config.seed, epoch, n) for t in self.trials]
             start = position[1] if epoch == position[0] else 0
@@ -444,13 +460,11 @@ class Trainer:
                     elif cfg.checkpoint_every and s.step % cfg.checkpoint_every == 0:
                         self.save_checkpoint(t)
                 if due:
-                    for t, scores in zip(due, self.evaluate(due)):
-                        record = self._record_evaluation(t, scores)
-                        if bar is not None:
-                            bar.set_postfix(score=f"{record['score']:.4f}", best=f"{record['best_score']:.4f}")
+                    records = [self._record_evaluation(t, scores) for t, scores in zip(due, self.evaluate(due))]
+                    best = max(r["best_score"] for r in records)
                 if bar is not None:
+                    bar.set_postfix_str(f"loss={sum(losses) / len(losses):.4f} best={best:.4f}", refresh=False)
                     bar.update(1)
-                    bar.set_postfix_str(f"loss={sum(losses) / len(losses):.4f}", refresh=False)
         if bar is not None:
             bar.close()
         for t in self.trials:

@@ -30,3 +30,18 @@ def minilm():
     from superpos.backbones import load_backbone
 
     return load_backbone("minilm", dropout=False)
+
+
+@pytest.fixture(scope="session")
+def fixture_data_dir(tmp_path_factory) -> Path:
+    """Small files in the original formats for all 14 tasks (see glue_fixtures.py)."""
+    from glue_fixtures import write_original
+
+    return write_original(tmp_path_factory.mktemp("glue_data"))
+
+
+@pytest.fixture
+def tokenized_cache(tmp_path, monkeypatch) -> Path:
+    """A fresh, private tokenisation cache (SUPERPOS_CACHE) for one test."""
+    monkeypatch.setenv("SUPERPOS_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"

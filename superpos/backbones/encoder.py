@@ -1,4 +1,4 @@
-"""Encoder-only backbones (all-MiniLM-L6-v2): prompt tuning for classification, kept pure.
+"""Encoder-only backbones (all-MiniLM-L6-v2): prompt tuning for classification and STS-B, kept pure.
 
 Design (documented choice; the SuperPos paper uses T5 only): the prompted input is encoded by
 the frozen sentence encoder and mean-pooled over every unmasked position (prompt included),
@@ -8,6 +8,14 @@ The logit of a class is ``scale * cos(sentence, class)`` with ``scale = 20`` (te
 0.05, the one all-MiniLM-L6-v2 was trained with). The prompt method's parameters are then the
 only trainable ones. ``head="linear"`` adds a per-trial linear layer over the pooled embedding
 instead, as an option.
+
+Regression (STS-B): the pair is encoded jointly, as for classification (``"stsb sentence1: ...
+sentence2: ..."``), and scored against two anchor classes, ``"dissimilar"`` and ``"similar"``
+(or two outputs of the linear head). The prediction is the expected value of the two-anchor
+distribution over the task's range, ``lo + (hi - lo) * p(similar)`` (STS-B: ``5 * p``), a
+float; the loss is the cross-entropy against the soft target ``(1 - y', y')`` with
+``y' = (y - lo) / (hi - lo)``. So STS-B, too, trains the prompt only, and its predictions are
+never invalid.
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ from torch import nn
 from superpos.backbones.base import Backbone
 
 HEADS = ("similarity", "linear")
+#: the low and high end of a regression task's range
+REGRESSION_ANCHORS = ("dissimilar", "similar")
 
 
 class EncoderBackbone(Backbone):
@@ -36,13 +46,16 @@ class EncoderBackbone(Backbone):
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
+    @staticmethod
+    def class_texts(task) -> list[str]:
+        if task.regression:
+            return list(REGRESSION_ANCHORS)
+        return [t.replace("_", " ") for t in task.label_texts("t5")]
+
     @torch.no_grad()
     def prepare(self, task, template):
         self.task = task
-        if task.regression:
-            return
-        texts = [t.replace("_", " ") for t in task.label_texts("t5")]
-        enc = self.tokenizer(texts, padding=True, return_tensors="pt").to(self.device)
+        enc = self.tokenizer(self.class_texts(task), padding=True, return_tensors="pt").to(self.device)
         was_training = self.model.training
         self.model.eval()
         emb = self.pooled(self.embed(enc["input_ids"]), enc["attention_mask"])
@@ -50,8 +63,8 @@ class EncoderBackbone(Backbone):
         self.class_embeddings = F.normalize(emb.float(), dim=-1)
 
     def new_head(self, task):
-        if self.head == "linear" and not task.regression:
-            return nn.Linear(self.hidden_size, len(task.labels))
+        if self.head == "linear":
+            return nn.Linear(self.hidden_size, len(self.class_texts(task)))
         return None
 
     def encode_target(self, task, example, template):
@@ -69,14 +82,20 @@ class EncoderBackbone(Backbone):
 
     def example_losses(self, inputs_embeds, attention_mask, targets, heads=None):
         heads = heads or [(slice(None), None)]
-        pooled = self.pooled(inputs_embeds, attention_mask)
+        logits = self._logits(self.pooled(inputs_embeds, attention_mask), heads)
         if self.task.regression:
-            raise NotImplementedError("regression on the encoder backbone comes with the STS-B task")
-        losses = F.cross_entropy(self._logits(pooled, heads), targets[:, 0].long(), reduction="none")
+            lo, hi = self.task.value_range
+            high = ((targets[:, 0].float() - lo) / (hi - lo)).clamp(0, 1)
+            losses = F.cross_entropy(logits, torch.stack([1 - high, high], dim=1), reduction="none")
+        else:
+            losses = F.cross_entropy(logits, targets[:, 0].long(), reduction="none")
         return losses, torch.ones_like(losses)
 
     @torch.no_grad()
     def predict(self, inputs_embeds, attention_mask, task, template, heads=None):
         heads = heads or [(slice(None), None)]
         logits = self._logits(self.pooled(inputs_embeds, attention_mask), heads)
+        if task.regression:
+            lo, hi = task.value_range
+            return (lo + (hi - lo) * logits.softmax(-1)[:, 1]).tolist()
         return logits.argmax(-1).tolist()

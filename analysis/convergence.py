@@ -1,0 +1,64 @@
+"""Convergence: how soon each run reaches 90% and 95% of its best validation score.
+
+The paper (section 4, Figure 2a/b) reads faster convergence off the learning curves (dropout
+off, SuperPos); this puts numbers on it: per run, the first evaluation whose score reaches the
+fraction of the run's best score, and per model x method x dropout their mean ± sample std.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from analysis.labels import DROPOUT_LABELS, method_label, model_label, order_methods, order_models
+from analysis.render import number
+
+FRACTIONS = (0.9, 0.95)
+
+
+def _label(fraction: float) -> str:
+    return f"{round(fraction * 100)}"
+
+
+def convergence_per_run(runs: pd.DataFrame, history: pd.DataFrame, fractions=FRACTIONS) -> pd.DataFrame:
+    """One row per run with evaluations: best score, its step, and ``steps_to_<pct>`` /
+    ``epochs_to_<pct>`` for each fraction (NaN where the best score is not positive: a run that
+    never learned has nothing to converge to)."""
+    rows = []
+    for run_id, curve in history[history["score"].notna()].groupby("run_id", sort=False):
+        curve = curve.sort_values("step")
+        best = curve["score"].max()
+        row = {"run_id": run_id, "best_score": best, "best_step": curve.loc[curve["score"].idxmax(), "step"]}
+        for fraction in fractions:
+            reached = curve[curve["score"] >= fraction * best] if best > 0 else curve.iloc[:0]
+            first = reached.iloc[0] if len(reached) else None
+            row[f"steps_to_{_label(fraction)}"] = first["step"] if first is not None else np.nan
+            row[f"epochs_to_{_label(fraction)}"] = first["epoch"] if first is not None else np.nan
+        rows.append(row)
+    per_run = pd.DataFrame(rows)
+    if per_run.empty:
+        return per_run
+    keys = ["run_id", "model", "task", "method", "dropout", "m", "seed", "status"]
+    return runs[keys].merge(per_run, on="run_id", how="inner")
+
+
+def convergence_table(per_run: pd.DataFrame, fractions=FRACTIONS) -> pd.DataFrame:
+    """Formatted comparison: one row per model, method and dropout (paper order), mean ± std over
+    its runs (all tasks and seeds) of the steps and epochs to each fraction of the best score."""
+    measures = [(f"{unit}_to_{_label(f)}", f"{unit.capitalize()} to {_label(f)}%") for unit in ("steps", "epochs") for f in fractions]
+    groups = per_run.groupby(["model", "method", "dropout"])
+    rows = []
+    for model in order_models(per_run["model"]):
+        for method in order_methods(per_run["method"]):
+            for dropout in (True, False):
+                if (model, method, dropout) not in groups.groups:
+                    continue
+                group = groups.get_group((model, method, dropout))
+                row = {"Model": model_label(model), "Method": method_label(method), "Dropout": DROPOUT_LABELS[dropout],
+                       "Runs": str(len(group)), "Tasks": str(group["task"].nunique())}
+                for column, header in measures:
+                    values = group[column].dropna()
+                    std = values.std(ddof=1) if len(values) > 1 else np.nan
+                    row[header] = number(values.mean(), std, digits=0 if column.startswith("steps") else 1)
+                rows.append(row)
+    return pd.DataFrame(rows, columns=["Model", "Method", "Dropout", "Runs", "Tasks", *(h for _, h in measures)])

@@ -1,0 +1,76 @@
+"""Backbones: real-token rows, the dropout switch, and parity with HF PEFT prompt tuning."""
+
+import pytest
+import torch
+
+from superpos.backbones import load_backbone
+from superpos.errors import ConfigError
+from superpos.methods import build_method, method_config
+
+
+def batch(backbone):
+    tok = backbone.tokenizer
+    enc = tok(["rte sentence1: a cat sat. sentence2: a cat", "cb hypothesis: yes premise: no no no"], padding=True, return_tensors="pt")
+    targets = tok(["entailment", "neutral"], padding=True, return_tensors="pt")["input_ids"]
+    targets[targets == tok.pad_token_id] = -100
+    return enc["input_ids"], enc["attention_mask"], targets
+
+
+def test_tiny_t5_table_is_padded_past_the_tokenizer():
+    backbone = load_backbone("tiny-t5")
+    rows = backbone.model.get_input_embeddings().weight.shape[0]
+    assert rows % 128 == 0 and rows > backbone.vocab_size() == len(backbone.tokenizer)
+    assert backbone.vocab_embeddings().shape[0] == len(backbone.tokenizer)
+
+
+@pytest.mark.parametrize("dropout", [False, True])
+def test_dropout_switch_in_train_mode(dropout):
+    backbone = load_backbone("tiny-t5", dropout=dropout)
+    backbone.train()
+    ids, mask, targets = batch(backbone)
+    embeds = backbone.embed(ids)
+    with torch.no_grad():
+        first, _ = backbone.example_losses(embeds, mask, targets)
+        second, _ = backbone.example_losses(embeds, mask, targets)
+    assert torch.equal(first, second) is (not dropout)
+
+
+def test_dropout_off_on_the_encoder_too():
+    backbone = load_backbone("minilm", dropout=False)
+    backbone.train()
+    enc = backbone.tokenizer(["a fine film", "awful"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        a = backbone.pooled(backbone.embed(enc["input_ids"]), enc["attention_mask"])
+        b = backbone.pooled(backbone.embed(enc["input_ids"]), enc["attention_mask"])
+    assert torch.equal(a, b)
+
+
+def test_simple_prompt_forward_equals_peft_prompt_tuning():
+    """PEFT is a real client of the same idea: prepend n virtual token embeddings, extend the mask."""
+    peft = pytest.importorskip("peft")
+    ours = load_backbone("tiny-t5", dropout=False).eval()
+    method = build_method("simple", method_config("simple", {"prompt_len": 6}), ours, torch.Generator().manual_seed(3))
+    ids, mask, targets = batch(ours)
+    decoder_input_ids = ours.model.prepare_decoder_input_ids_from_labels(labels=targets)
+
+    embeds = ours.embed(ids)
+    prompt = method(embeds, mask)
+    with torch.no_grad():
+        logits = ours.model(
+            inputs_embeds=torch.cat([prompt, embeds], 1),
+            attention_mask=torch.cat([torch.ones(2, 6, dtype=mask.dtype), mask], 1),
+            decoder_input_ids=decoder_input_ids,
+        ).logits
+
+    base = load_backbone("tiny-t5", dropout=False).model.eval()
+    config = peft.PromptTuningConfig(task_type=peft.TaskType.SEQ_2_SEQ_LM, num_virtual_tokens=6, num_transformer_submodules=1)
+    peft_model = peft.get_peft_model(base, config).eval()
+    with torch.no_grad():
+        peft_model.prompt_encoder["default"].embedding.weight.copy_(method.prompt)
+        expected = peft_model(input_ids=ids, attention_mask=mask, decoder_input_ids=decoder_input_ids).logits
+    assert torch.allclose(logits, expected, atol=1e-5)
+
+
+def test_unknown_model_lists_the_choices():
+    with pytest.raises(ConfigError, match=r"unknown model 'gpt9'.*tiny-t5, minilm, google/t5-small-lm-adapt"):
+        load_backbone("gpt9")

@@ -1,0 +1,152 @@
+"""The training loop: outputs, resume == uninterrupted, divergence, fused == solo."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from superpos.config import TrainConfig
+from superpos.train import Callback, Trainer, run, run_group
+
+
+class Interrupt(Exception):
+    pass
+
+
+def tiny(data_dir, **kw):
+    base = dict(task="cb", model="tiny-t5", data_dir=str(data_dir), epochs=3, dropout=False, batch_size=8, eval_batch_size=16,
+                max_train_examples=24, max_eval_examples=8, seed=0, method="superpos")
+    base.update(kw)
+    if base["method"] == "superpos":
+        base.setdefault("method_options", {"m": 8})
+    return TrainConfig(**base)
+
+
+def prompt_of(out):
+    return load_file(out / "prompt.safetensors")
+
+
+def test_run_writes_config_metrics_prompt(data_dir, tmp_path):
+    trial = run(tiny(data_dir, epochs=2), tmp_path / "out", progress=False)
+    out = tmp_path / "out"
+    config = json.loads((out / "config.json").read_text())
+    assert config["lr"] == 0.01 and config["weight_decay"] == 1e-5 and config["method_options"]["m"] == 8
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1.0, 2.0] and [r["step"] for r in lines] == [3, 6]
+    assert {"train_loss", "macro_f1", "accuracy", "score", "best_score", "invalid_rate"} <= set(lines[0])
+    assert lines[1]["best_score"] == max(r["score"] for r in lines)
+    assert prompt_of(out)["prompt"].shape == (10, 64)  # tiny-t5: d_model 64
+    assert trial.state.status == "finished"
+    assert json.loads((out / "result.json").read_text())["status"] == "finished"
+
+
+@pytest.mark.parametrize("dropout", [False, True])
+def test_resume_ends_where_the_uninterrupted_run_ends(data_dir, tmp_path, dropout):
+    config = tiny(data_dir, dropout=dropout, eval_every=2)
+    run(config, tmp_path / "full", progress=False)
+
+    class StopAfterSecondEvaluation(Callback):
+        def __init__(self):
+            self.seen = 0
+
+        def on_evaluation(self, trial, record):
+            self.seen += 1
+            if self.seen == 2:
+                raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run(config, tmp_path / "resumed", callbacks=[StopAfterSecondEvaluation()], progress=False)
+    assert not (tmp_path / "resumed" / "result.json").exists()
+    run(config, tmp_path / "resumed", progress=False)
+
+    full, resumed = prompt_of(tmp_path / "full"), prompt_of(tmp_path / "resumed")
+    for key in full:
+        assert torch.equal(full[key], resumed[key]), key
+    assert (tmp_path / "full" / "metrics.jsonl").read_text() == (tmp_path / "resumed" / "metrics.jsonl").read_text()
+
+
+def test_resume_from_a_mid_epoch_checkpoint(data_dir, tmp_path, monkeypatch):
+    config = tiny(data_dir, checkpoint_every=1, dropout=True)
+    run(config, tmp_path / "full", progress=False)
+
+    calls = {"n": 0}
+    original = Trainer.save_checkpoint
+
+    def save_then_die(self, trial):
+        original(self, trial)
+        calls["n"] += 1
+        if calls["n"] == 2:  # after step 2 of epoch 1: mid-epoch
+            raise Interrupt
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", save_then_die)
+    with pytest.raises(Interrupt):
+        run(config, tmp_path / "resumed", progress=False)
+    monkeypatch.setattr(Trainer, "save_checkpoint", original)
+    state = torch.load(tmp_path / "resumed" / "checkpoint" / "state.pt", weights_only=True)
+    assert state["state"]["batch_in_epoch"] == 2 and state["state"]["epoch"] == 0
+    run(config, tmp_path / "resumed", progress=False)
+    assert torch.equal(prompt_of(tmp_path / "full")["prompt"], prompt_of(tmp_path / "resumed")["prompt"])
+
+
+def test_nan_loss_ends_the_trial_as_diverged(data_dir, tmp_path, monkeypatch):
+    trainer = Trainer([tiny(data_dir)], [tmp_path / "out"], progress=False)
+    real = trainer.backbone.example_losses
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        sums, counts = real(*args, **kwargs)
+        calls["n"] += 1
+        return (sums * float("nan"), counts) if calls["n"] == 4 else (sums, counts)
+
+    monkeypatch.setattr(trainer.backbone, "example_losses", poisoned)
+    (trial,) = trainer.fit()
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert trial.state.status == result["status"] == "diverged"
+    assert "nan" in result["message"] and result["steps"] == 3
+    assert torch.isfinite(prompt_of(tmp_path / "out")["prompt"]).all()
+
+
+def test_fused_trials_equal_solo_runs(data_dir, tmp_path):
+    configs = [
+        tiny(data_dir, method="superpos", lr=0.02),
+        tiny(data_dir, method="simple", seed=1),
+        tiny(data_dir, method="residual", method_options={"bottleneck": 4}, seed=2),
+    ]
+    run_group(configs, [tmp_path / f"fused{k}" for k in range(3)], progress=False)
+    for k, config in enumerate(configs):
+        run(config, tmp_path / f"solo{k}", progress=False)
+        fused, solo = prompt_of(tmp_path / f"fused{k}"), prompt_of(tmp_path / f"solo{k}")
+        assert torch.allclose(fused["prompt"], solo["prompt"], atol=1e-5), config.method
+        fused_lines = (tmp_path / f"fused{k}" / "metrics.jsonl").read_text().splitlines()
+        solo_lines = (tmp_path / f"solo{k}" / "metrics.jsonl").read_text().splitlines()
+        for a, b in zip(map(json.loads, fused_lines), map(json.loads, solo_lines)):
+            assert a["score"] == b["score"] and a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+
+
+def test_a_diverging_member_leaves_its_group_untouched(data_dir, tmp_path, monkeypatch):
+    configs = [tiny(data_dir, method="simple"), tiny(data_dir, method="superpos")]
+    run(configs[1], tmp_path / "solo", progress=False)
+    trainer = Trainer(configs, [tmp_path / "a", tmp_path / "b"], progress=False)
+    real = trainer.backbone.example_losses
+    calls = {"n": 0}
+
+    def poison_first_member(embeds, masks, targets, heads=None):
+        sums, counts = real(embeds, masks, targets, heads)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            sums = sums.clone()
+            sums[heads[0][0]] = float("inf")
+        return sums, counts
+
+    monkeypatch.setattr(trainer.backbone, "example_losses", poison_first_member)
+    a, b = trainer.fit()
+    assert a.state.status == "diverged" and b.state.status == "finished"
+    assert torch.allclose(prompt_of(tmp_path / "b")["prompt"], prompt_of(tmp_path / "solo")["prompt"], atol=1e-5)
+
+
+def test_full_finetuning_never_fuses(data_dir):
+    from superpos.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="never fuses"):
+        Trainer([tiny(data_dir, method="full"), tiny(data_dir, method="simple")], progress=False)
