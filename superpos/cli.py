@@ -95,6 +95,14 @@ def train(args: argparse.Namespace) -> int:
     return 0 if trial.state.status == "finished" else 1
 
 
+def bench(args: argparse.Namespace) -> int:
+    """Throughput benchmarks (superpos/bench.py); the last printed line is the summary."""
+    from superpos.bench import run
+
+    run(args.device, args.sizes, args.steps, args.warmup, args.out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="superpos", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -104,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=train)
+    from superpos.bench import add_arguments as add_bench_arguments
+
+    p = sub.add_parser("bench", help="training and evaluation throughput benchmarks (not tests)")
+    add_bench_arguments(p)
+    p.set_defaults(func=bench)
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(name).register(sub)
     return parser

@@ -65,9 +65,9 @@ class TrainConfig:
         from superpos.tasks import TEMPLATES, get_task
         from superpos.tasks.sources import SOURCES
 
-        get_task(self.task)
+        get_task(self.task, where)
         method_config(self.method, self._method_options(), f"{where}: method options of {self.method}")
-        check_model_name(self.model)
+        check_model_name(self.model, where)
         choose("template", self.template, TEMPLATES, where)
         choose("split", self.split, SPLITS, where)
         choose("source", self.source, SOURCES, where)

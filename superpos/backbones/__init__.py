@@ -12,6 +12,10 @@
 * ``google/t5-small-lm-adapt``, ``google/t5-base-lm-adapt``, ``t5-base``: the paper's
   checkpoints from the Hugging Face hub (or its cache); any local directory holding a
   saved encoder-decoder model works too.
+
+``fast=True`` (T5 models only; opt-in, off by default) runs a Seq2SeqBackbone's training
+losses and greedy generation through ``fast_t5.FastT5``, a functional T5 forward over the
+same weights; on CUDA its blocks are ``torch.compile``d, on CPU they run eagerly.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import torch
 
 from superpos.backbones.base import Backbone
 from superpos.backbones.encoder import HEADS, EncoderBackbone
+from superpos.backbones.fast_t5 import FastT5
 from superpos.backbones.seq2seq import Seq2SeqBackbone
 from superpos.errors import ConfigError
 
@@ -40,10 +45,11 @@ def minilm_path() -> Path:
     return Path(spec.submodule_search_locations[0]) / "model"
 
 
-def check_model_name(name: str) -> None:
+def check_model_name(name: str, where: str = "") -> None:
     if name in MODEL_CHOICES or Path(name).is_dir():
         return
-    raise ConfigError(f"unknown model {name!r}; allowed: {', '.join(MODEL_CHOICES)}, or a local model directory")
+    at = f" ({where})" if where else ""
+    raise ConfigError(f"unknown model {name!r}{at}; allowed: {', '.join(MODEL_CHOICES)}, or a local model directory")
 
 
 def t5_style_tokenizer():
@@ -78,7 +84,9 @@ def build_tiny_t5(seed: int = 0):
     return model, tok
 
 
-def load_backbone(name: str, dropout: bool = True, head: str = "similarity", device: str | torch.device = "cpu") -> Backbone:
+def load_backbone(
+    name: str, dropout: bool = True, head: str = "similarity", device: str | torch.device = "cpu", fast: bool = False
+) -> Backbone:
     """Load, freeze and place a backbone. On CUDA the frozen weights are bf16 (see train.py)."""
     check_model_name(name)
     from transformers import AutoModel, AutoModelForSeq2SeqLM, AutoTokenizer
@@ -100,6 +108,10 @@ def load_backbone(name: str, dropout: bool = True, head: str = "similarity", dev
         gen.pad_token_id = backbone.tokenizer.pad_token_id
         gen.eos_token_id = backbone.tokenizer.eos_token_id
         gen.decoder_start_token_id = model.config.decoder_start_token_id
+    if fast:
+        if not isinstance(backbone, Seq2SeqBackbone) or model.config.model_type != "t5":
+            raise ConfigError(f"the fast forward is for T5 models only, not {name!r}")
+        backbone.fast_forward = FastT5(model, compile=torch.device(device).type == "cuda")
     return backbone.to(device)
 
 

@@ -8,8 +8,8 @@ from superpos.tasks.superglue import SUPERGLUE_TASKS
 TASKS: dict[str, Task] = {t.name: t for t in (*GLUE_TASKS, *SUPERGLUE_TASKS)}
 
 
-def get_task(name: str) -> Task:
-    choose("task", name, sorted(TASKS))
+def get_task(name: str, where: str = "") -> Task:
+    choose("task", name, sorted(TASKS), where)
     return TASKS[name]
 
 

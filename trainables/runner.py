@@ -1,0 +1,270 @@
+"""Run a sweep spec with Ray Tune: grid sweeps (fused groups) and searches (Optuna or random,
+one study per task, K = 1), locally (``ray.init()``) or on a cluster (``--address auto``).
+
+Layout under the storage path (local directory or gs:// / s3:// URI)::
+
+    <storage>/<sweep name>/superpos_sweep.json   parent run id, tracking URI (for --resume)
+    <storage>/<sweep name>/grid/                 the Tune experiment of a grid sweep
+    <storage>/<sweep name>/study-<task>/         one Tune experiment per search study
+    <storage>/<sweep name>/optuna.db             the Optuna studies (local storage only)
+
+``--resume`` restores every Tune experiment with ``Tuner.restore`` (unfinished and errored
+trials resume from their last checkpoint) and logs into the same MLflow parent run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from superpos.errors import ConfigError
+
+from trainables.spec import SweepSpec, round_best, write_best
+from trainables.trainable import BASE_KEY, MEMBERS_KEY, TrialGroup, grid_trial_config, train_group
+
+STATE_FILE = "superpos_sweep.json"
+
+
+@dataclass
+class RunOptions:
+    """Command-line overrides of the spec (None: the spec's value)."""
+
+    resume: bool = False
+    tracking_uri: str | None = None
+    storage_path: str | None = None
+    data_dir: str | None = None
+    address: str | None = None
+    best_file: str | None = None
+    optuna_storage: str | None = None
+
+
+def is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def absolute_tracking_uri(uri: str) -> str:
+    """A relative sqlite path is made absolute, so --resume from elsewhere finds the store."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
+    return uri
+
+
+def sweep_root(spec: SweepSpec, opts: RunOptions) -> str:
+    storage = opts.storage_path or spec.storage_path
+    root = storage if is_uri(storage) else str(Path(storage).resolve())
+    return f"{root.rstrip('/')}/{spec.name}"
+
+
+# -- sweep state (works on local paths and cloud URIs through pyarrow) ------------------
+def _fs(path: str):
+    import pyarrow.fs
+
+    return pyarrow.fs.FileSystem.from_uri(path)
+
+
+def read_state(root: str) -> dict | None:
+    import pyarrow.fs
+
+    fs, p = _fs(f"{root}/{STATE_FILE}")
+    if fs.get_file_info(p).type == pyarrow.fs.FileType.NotFound:
+        return None
+    with fs.open_input_stream(p) as f:
+        return json.loads(f.read().decode())
+
+
+def write_state(root: str, state: dict) -> None:
+    fs, p = _fs(f"{root}/{STATE_FILE}")
+    fs.create_dir(p.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(p) as f:
+        f.write(json.dumps(state, indent=2).encode())
+
+
+# -- Ray --------------------------------------------------------------------------------
+@contextlib.contextmanager
+def ray_session(address: str | None):
+    """Connect to (or start) Ray; shut down what this call started or connected."""
+    import ray
+
+    # every report carries a checkpoint, so with num_to_keep Tune snapshots its state often:
+    # wanted (it is what --resume restores), so no warning about it
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+    if ray.is_initialized():  # a caller (a test, a notebook) owns the connection
+        yield
+        return
+    if address:
+        ray.init(address=address)
+    else:
+        ray.init(include_dashboard=False)  # local: no dashboard server on a laptop
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def trial_name(trial) -> str:
+    """Short trial names for the progress table: the first member's label, the group size."""
+    if MEMBERS_KEY in trial.config:
+        return f"{TrialGroup(str.__str__(trial.config[MEMBERS_KEY])).label}-{trial.trial_id}"
+    return f"{json.loads(trial.config[BASE_KEY])['task']}-{trial.trial_id}"
+
+
+def _scheduler(spec: SweepSpec, base: dict):
+    if spec.scheduler.type == "none":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    epochs = int(base.get("epochs", 80))
+    # one report per epoch unless eval_every adds more: then rungs run past the epochs
+    max_t = epochs if not base.get("eval_every") else 10**6
+    return ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=spec.scheduler.grace_period, reduction_factor=spec.scheduler.reduction_factor)
+
+
+def _run_config(spec: SweepSpec, root: str, name: str, logger):
+    from ray import tune
+
+    return tune.RunConfig(
+        name=name,
+        storage_path=root,
+        callbacks=[logger],
+        failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+        # the newest checkpoint is all a resume needs; keep one more against a torn write
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        verbose=1,
+    )
+
+
+def _trainable(spec: SweepSpec):
+    from ray import tune
+
+    return tune.with_resources(train_group, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+
+
+def _tuner(spec, root, name, logger, param_space, tune_config, resume: bool):
+    from ray import tune
+
+    path = f"{root}/{name}"
+    if resume and tune.Tuner.can_restore(path):
+        return tune.Tuner.restore(path, trainable=_trainable(spec), resume_unfinished=True, resume_errored=True)
+    return tune.Tuner(_trainable(spec), param_space=param_space, tune_config=tune_config, run_config=_run_config(spec, root, name, logger))
+
+
+# -- entry points -----------------------------------------------------------------------
+def start(spec: SweepSpec, opts: RunOptions) -> tuple[str, dict]:
+    """Check the sweep's state, create (or, on resume, reuse) the MLflow parent run."""
+    from trainables.tracking import start_parent
+
+    root = sweep_root(spec, opts)
+    state = read_state(root)
+    if opts.resume:
+        if state is None:
+            raise ConfigError(f"nothing to resume: no sweep state at {root}/{STATE_FILE}")
+        if opts.tracking_uri and absolute_tracking_uri(opts.tracking_uri) != state["tracking_uri"]:
+            raise ConfigError(f"--tracking-uri {opts.tracking_uri} differs from the sweep's MLflow store {state['tracking_uri']}; a sweep resumes where it started")
+        return root, state
+    if state is not None:
+        raise ConfigError(f"sweep {spec.name!r} already has state at {root}: pass --resume to continue it, or another --storage-path")
+    uri = absolute_tracking_uri(opts.tracking_uri or spec.tracking_uri)
+    parent = start_parent(uri, spec.experiment, spec.name, Path(spec.source).name, {"superpos.storage": root})
+    state = {"parent_run_id": parent, "tracking_uri": uri, "experiment": spec.experiment, "spec": spec.source}
+    write_state(root, state)
+    return root, state
+
+
+def run_sweep(spec: SweepSpec, opts: RunOptions) -> int:
+    """A grid sweep; returns the number of trials that errored or did not end (0: all ended)."""
+    if spec.search != "grid":
+        return run_search(spec, opts)
+    from ray import tune
+
+    from trainables.tracking import SweepLogger, finish_parent
+
+    groups = spec.groups(opts.data_dir)  # validates every trial before Ray starts
+    root, state = start(spec, opts)
+    logger = SweepLogger(state["tracking_uri"], state["parent_run_id"], spec.name)
+    tune_config = tune.TuneConfig(
+        metric=spec.metric, mode="max", scheduler=_scheduler(spec, spec.base_config()),
+        max_concurrent_trials=spec.max_concurrent or None, trial_name_creator=trial_name, trial_dirname_creator=trial_name,
+    )
+    param_space = {MEMBERS_KEY: tune.grid_search([grid_trial_config(g) for g in groups])}
+    with ray_session(opts.address):
+        _tuner(spec, root, "grid", logger, param_space, tune_config, opts.resume).fit()
+    outcome = check_outcome(spec, root, state, sum(map(len, groups)))
+    if outcome == 0:
+        finish_parent(state["tracking_uri"], state["parent_run_id"], {"superpos.trials": sum(map(len, groups)), "superpos.groups": len(groups)})
+    return outcome
+
+
+def check_outcome(spec: SweepSpec, root: str, state: dict, expected: int, task: str | None = None) -> int:
+    """0 when all ``expected`` trials (of ``task``, for a study) have ended in MLflow; else the
+    number that failed or did not end. MLflow decides, not Tune's result grid: after a Ctrl-C
+    Tune marks the trials it stopped as terminated."""
+    from trainables.tracking import child_statuses
+
+    statuses = [st for t, st in child_statuses(state["tracking_uri"], state["parent_run_id"]) if task in (None, t)]
+    ended = sum(st in ("finished", "diverged", "stopped") for st in statuses)
+    failed = sum(st == "failed" for st in statuses)
+    if ended + failed < expected:
+        print(f"sweep {spec.name} interrupted; continue it with: superpos sweep {spec.source} --resume --storage-path {root.rsplit('/', 1)[0]}")
+    return expected - ended
+
+
+def run_search(spec: SweepSpec, opts: RunOptions) -> int:
+    """One Optuna (TPE) or random study per task, with ASHA if the spec asks; the best values
+    per task go to the parent run's tags and to the best file that ``include:`` reads."""
+    from trainables.tracking import SweepLogger, client_for, finish_parent
+
+    studies = spec.studies(opts.data_dir)
+    root, state = start(spec, opts)
+    logger = SweepLogger(state["tracking_uri"], state["parent_run_id"], spec.name)
+    best = {}
+    with ray_session(opts.address):
+        for task, base in studies:
+            best_of, errors = _study(spec, opts, root, state, task, base, logger)
+            if errors:  # interrupted or failed: --resume continues from here
+                return errors
+            best[task] = best_of
+    best_path = Path(opts.best_file or spec.best_file or f"best/{spec.name}.yaml")
+    write_best(best_path, spec.base["method"], spec.base.get("model", "tiny-t5"), {t: {k: v for k, v in b.items() if k != "best_score"} for t, b in best.items()}, spec.name)
+    client = client_for(state["tracking_uri"])
+    client.log_artifact(state["parent_run_id"], str(best_path))
+    tags = {f"best.{task}.{k}": v for task, b in best.items() for k, v in b.items()}
+    finish_parent(state["tracking_uri"], state["parent_run_id"], tags | {"superpos.best_file": str(best_path.resolve())})
+    print(f"best per task -> {best_path}: {json.dumps(best)}")
+    return 0
+
+
+def _study(spec: SweepSpec, opts: RunOptions, root: str, state: dict, task: str, base: dict, logger) -> tuple[dict, int]:
+    from ray import tune
+
+    tune_config = tune.TuneConfig(
+        metric=spec.metric, mode="max", search_alg=_search_alg(spec, root, task, opts), scheduler=_scheduler(spec, base),
+        num_samples=spec.num_samples, max_concurrent_trials=spec.max_concurrent or None,
+        trial_name_creator=trial_name, trial_dirname_creator=trial_name,
+    )
+    param_space = {BASE_KEY: json.dumps(base, sort_keys=True), **{k: p.to_tune() for k, p in spec.space.items()}}
+    results = _tuner(spec, root, f"study-{task}", logger, param_space, tune_config, opts.resume).fit()
+    outcome = check_outcome(spec, root, state, spec.num_samples, task)
+    if outcome:
+        return {}, outcome
+    top = results.get_best_result(metric=spec.metric, mode="max", scope="all")
+    best = {k: round_best(top.config[k]) for k in spec.space} | {"best_score": round(float(top.metrics[spec.metric]), 4)}
+    return best, outcome
+
+
+def _search_alg(spec: SweepSpec, root: str, task: str, opts: RunOptions):
+    if spec.search == "random":
+        from ray.tune.search import BasicVariantGenerator
+
+        return BasicVariantGenerator(random_state=spec.seeds[0])
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    url = opts.optuna_storage or (f"sqlite:///{root}/optuna.db" if not is_uri(root) else "sqlite:///" + str(Path(f"optuna-{spec.name}.db").resolve()))
+    storage = optuna.storages.RDBStorage(url)
+    # TPE (Optuna's default sampler); Ray's OptunaSearch never prunes: ASHA stops trials
+    return OptunaSearch(metric=spec.metric, mode="max", storage=storage, study_name=f"{spec.name}-{task}", seed=spec.seeds[0])
+

@@ -1,0 +1,213 @@
+"""MLflow logging from the Ray driver only (docs/mlflow-layout.md): one writer, so a sqlite
+store is never written by many processes at once.
+
+``SweepLogger`` is a ``tune.Callback``: it creates one child run per member trial (also for
+members fused in one Ray trial), logs every evaluation record with ``step = optimizer step``,
+and closes the child when its Ray trial ends, with the artifacts taken from the trial's last
+persisted checkpoint (which works the same for local and cloud storage).
+
+Idempotent, so ``--resume``, trial retries and a re-run of an ended trial neither duplicate nor
+lose anything: a child run is looked up by its ``superpos.trial_id`` tag under the parent
+before one is created; a step is logged only if it is past the last step in MLflow; on close
+the history is completed from the checkpoint's metrics.jsonl (records reported while the
+driver was down).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from ray import tune
+
+from superpos.train import CONFIG_FILE, PROMPT_FILE, RESULT_FILE
+
+from trainables.spec import Member
+from trainables.trainable import MEMBERS_KEY, members_of
+
+ROLE, TRIAL_ID, SWEEP, SPEC, GROUP = "superpos.role", "superpos.trial_id", "superpos.sweep", "superpos.spec", "superpos.group"
+PARENT = "mlflow.parentRunId"
+#: the key whose history tells which steps are already logged (every record has it)
+STEP_KEY = "score"
+#: evaluation-record keys that are no metric (``step`` is the step itself)
+NOT_METRICS = {"step", "status"}
+
+
+def client_for(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def experiment_id(client, name: str, tracking_uri: str) -> str:
+    """Get or create the experiment; with a sqlite store artifacts go beside the database."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if tracking_uri.startswith("sqlite:///"):
+        location = (Path(tracking_uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
+    return client.create_experiment(name, artifact_location=location)
+
+
+def start_parent(tracking_uri: str, experiment: str, sweep: str, spec_file: str, tags: dict | None = None) -> str:
+    """The sweep's parent run (created once; --resume reuses its id from the sweep state)."""
+    client = client_for(tracking_uri)
+    exp = experiment_id(client, experiment, tracking_uri)
+    run = client.create_run(exp, run_name=sweep, tags={ROLE: "sweep", SWEEP: sweep, SPEC: spec_file, **(tags or {})})
+    return run.info.run_id
+
+
+def trial_tags(member: Member, sweep: str) -> dict:
+    flat = member.config.flat()
+    return {
+        ROLE: "trial",
+        TRIAL_ID: member.id,
+        "task": flat["task"],
+        "method": flat["method"],
+        "model": flat["model"],
+        "dropout": str(bool(flat["dropout"])).lower(),
+        "softmax": str(bool(flat.get("softmax", False))).lower(),
+        "m": str(flat["m"]) if "m" in flat else "",
+        "seed": str(flat["seed"]),
+        "sweep": sweep,
+    }
+
+
+def metrics_of(record: dict, timestamp: int):
+    from mlflow.entities import Metric
+
+    step = int(record["step"])
+    return [
+        Metric(k, float(v), timestamp, step)
+        for k, v in record.items()
+        if k not in NOT_METRICS and isinstance(v, (int, float)) and not isinstance(v, bool)
+    ]
+
+
+class SweepLogger(tune.Callback):
+    """Driver-side MLflow writer for one sweep (pickled into the Tune state: keep it small)."""
+
+    def __init__(self, tracking_uri: str, parent_run_id: str, sweep: str):
+        self.tracking_uri, self.parent_run_id, self.sweep = tracking_uri, parent_run_id, sweep
+        self._reset()
+
+    def _reset(self) -> None:
+        self._client = None
+        self._runs: dict[str, str] = {}  # member id -> child run id
+        self._last_step: dict[str, int] = {}
+        self._trial_members: dict[str, list[Member]] = {}  # Ray trial id -> its members
+
+    def __getstate__(self):
+        return {"tracking_uri": self.tracking_uri, "parent_run_id": self.parent_run_id, "sweep": self.sweep}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._reset()
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = client_for(self.tracking_uri)
+        return self._client
+
+    # -- child runs ----------------------------------------------------------------------
+    def child(self, member: Member, group: str) -> str:
+        """Find the member's child run under the parent, or create it (tags, params)."""
+        if member.id in self._runs:
+            return self._runs[member.id]
+        client = self.client
+        parent = client.get_run(self.parent_run_id)
+        found = client.search_runs(
+            [parent.info.experiment_id],
+            filter_string=f"tags.`{PARENT}` = '{self.parent_run_id}' and tags.`{TRIAL_ID}` = '{member.id}'",
+        )
+        if found:
+            run_id = found[0].info.run_id
+            history = client.get_metric_history(run_id, STEP_KEY)
+            self._last_step[member.id] = max((m.step for m in history), default=-1)
+        else:
+            from mlflow.entities import Param
+
+            tags = {**trial_tags(member, self.sweep), PARENT: self.parent_run_id, GROUP: group, "status": "running"}
+            run_id = client.create_run(parent.info.experiment_id, run_name=member.label(), tags=tags).info.run_id
+            params = [Param(k, v if isinstance(v, str) else json.dumps(v)) for k, v in sorted(member.config.flat().items())]
+            client.log_batch(run_id, params=params)
+            self._last_step[member.id] = -1
+        self._runs[member.id] = run_id
+        return run_id
+
+    def log_record(self, member_id: str, record: dict) -> None:
+        """Log one evaluation unless its step is already in MLflow (retries, resume)."""
+        if int(record["step"]) <= self._last_step[member_id]:
+            return
+        self.client.log_batch(self._runs[member_id], metrics=metrics_of(record, int(time.time() * 1000)))
+        self._last_step[member_id] = int(record["step"])
+
+    def _members(self, trial) -> list[Member]:
+        if trial.trial_id not in self._trial_members:
+            self._trial_members[trial.trial_id] = members_of(trial.config, trial.trial_id)
+        return self._trial_members[trial.trial_id]
+
+    # -- Tune hooks ----------------------------------------------------------------------
+    def on_trial_start(self, iteration, trials, trial, **info):
+        for m in self._members(trial):
+            run_id = self.child(m, trial.trial_id)
+            run = self.client.get_run(run_id)
+            if run.data.tags.get("status") in ("failed", "stopped"):  # re-run by --resume
+                self.client.set_tag(run_id, "status", "running")
+                self.client.update_run(run_id, status="RUNNING")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        members = {m.id: m for m in self._members(trial)}
+        for mid, entry in result.get(MEMBERS_KEY, {}).items():
+            run_id = self.child(members[mid], trial.trial_id)
+            if "step" in entry:
+                self.log_record(mid, entry)
+            if entry.get("status") not in (None, "running"):
+                self.client.set_tag(run_id, "status", entry["status"])
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.close(trial, default_status="stopped", run_status="FINISHED")  # ASHA-stopped: no result.json
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.close(trial, default_status="failed", run_status="FAILED")
+
+    def close(self, trial, default_status: str, run_status: str) -> None:
+        """End the trial's child runs: complete the history, log artifacts, set the status."""
+        members = self._members(trial)
+        checkpoint = trial.checkpoint
+        with tempfile.TemporaryDirectory(prefix="superpos-artifacts-") as tmp:
+            root = Path(checkpoint.to_directory(tmp)) if checkpoint is not None else None
+            for m in members:
+                run_id = self.child(m, trial.trial_id)
+                d = root / m.id if root is not None else None
+                status = default_status
+                if d is not None and d.is_dir():
+                    for line in (d / "metrics.jsonl").read_text().splitlines() if (d / "metrics.jsonl").exists() else []:
+                        self.log_record(m.id, json.loads(line))
+                    if (d / RESULT_FILE).exists():
+                        status = json.loads((d / RESULT_FILE).read_text())["status"]
+                    for name in (PROMPT_FILE, CONFIG_FILE, RESULT_FILE):
+                        if (d / name).exists():
+                            self.client.log_artifact(run_id, str(d / name))
+                self.client.set_tag(run_id, "status", status)
+                self.client.set_terminated(run_id, "FINISHED" if status in ("finished", "diverged", "stopped") else run_status)
+
+
+def child_statuses(tracking_uri: str, parent_run_id: str) -> list[tuple[str, str]]:
+    """(task, status tag) of every child run of a sweep: what has ended is what MLflow holds."""
+    client = client_for(tracking_uri)
+    exp = client.get_run(parent_run_id).info.experiment_id
+    runs = client.search_runs([exp], filter_string=f"tags.`{PARENT}` = '{parent_run_id}'", max_results=50000)
+    return [(r.data.tags.get("task", ""), r.data.tags.get("status", "")) for r in runs]
+
+
+def finish_parent(tracking_uri: str, parent_run_id: str, tags: dict | None = None) -> None:
+    client = client_for(tracking_uri)
+    for k, v in (tags or {}).items():
+        client.set_tag(parent_run_id, k, str(v))
+    client.set_terminated(parent_run_id, "FINISHED")
+

@@ -1,0 +1,164 @@
+"""The Ray Tune function trainable: one Ray trial trains a group of K member trials fused
+through one frozen backbone (``superpos.train.Trainer``; K = 1 for searches).
+
+Reporting: after every evaluation round (all running members evaluated at the same step)
+the trainable calls ``tune.report`` once with
+
+* ``score`` / ``best_score``: the mean over members (what ASHA and Optuna read; K = 1 there),
+* ``members``: ``{member_id: {**evaluation record, "status": ...}}`` that the driver's MLflow
+  callback (tracking.py) splits into one child run per member,
+* a checkpoint: a directory with one sub-directory per member holding that member's out_dir
+  (config.json, metrics.jsonl, checkpoint/state.pt, and once ended result.json and
+  prompt.safetensors).
+
+Resume: ``tune.get_checkpoint()`` is copied back into each member's out_dir before the Trainer
+is built; the Trainer then resumes from ``<out_dir>/checkpoint/state.pt`` by itself. Members
+that already ended (a diverged member of a group) are not trained again.
+
+Out dirs are absolute paths under the trial's local working directory (Ray changes into it;
+it is not the storage path), so nothing here depends on the driver's filesystem.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+from pathlib import Path
+
+from superpos.config import TrainConfig
+from superpos.train import CHECKPOINT_DIR, RESULT_FILE, Callback, Trainer, Trial
+
+from trainables.spec import Member
+
+#: trial-config keys: grid trials carry their members, search trials a base plus sampled keys
+MEMBERS_KEY = "members"
+BASE_KEY = "base"
+
+
+class TrialGroup(str):
+    """The Ray trial config value of one fused group: its members as JSON (so Tune never
+    expands it). A str, so it survives Tune's config handling; shown by its label in Tune's
+    progress table instead of the whole JSON. ``str.__str__(group)`` gives the JSON."""
+
+    @property
+    def label(self) -> str:
+        group = json.loads(self)
+        c = group[0]["config"]
+        more = f"+{len(group) - 1}" if len(group) > 1 else ""
+        return f"{c['task']}-{c['method']}-{'d' if c['dropout'] else 'nd'}{more}"
+
+    def __str__(self) -> str:
+        return self.label
+
+    __repr__ = __str__
+
+    def __format__(self, spec: str) -> str:
+        return format(self.label, spec)
+
+    def __reduce__(self):  # pickle the JSON, not the label that str() now gives
+        return TrialGroup, (str.__str__(self),)
+
+
+def grid_trial_config(group: list[Member]) -> TrialGroup:
+    return TrialGroup(json.dumps([{"id": m.id, "config": m.config.flat()} for m in group], sort_keys=True))
+
+
+def members_of(config: dict, ray_trial_id: str) -> list[Member]:
+    """The members a Ray trial trains (the driver callback calls this too)."""
+    if MEMBERS_KEY in config:
+        group = json.loads(str.__str__(config[MEMBERS_KEY]))
+        return [Member(d["id"], TrainConfig.from_flat(d["config"], "trial config").resolve()) for d in group]
+    flat = json.loads(config[BASE_KEY])
+    flat.update({k: v for k, v in config.items() if k != BASE_KEY})
+    # sampled by the searcher: the Ray trial id is the stable id (kept by Tuner.restore)
+    return [Member(ray_trial_id, TrainConfig.from_flat(flat, f"search trial {ray_trial_id}").resolve())]
+
+
+def status_of(out_dir: Path) -> str:
+    result = out_dir / RESULT_FILE
+    return json.loads(result.read_text())["status"] if result.exists() else "running"
+
+
+def restore_members(checkpoint_dir: Path, members: list[Member], out_dirs: dict[str, Path]) -> None:
+    """Replace each member's out_dir by its copy in the checkpoint (the last state Tune knows)."""
+    for m in members:
+        src, dst = checkpoint_dir / m.id, out_dirs[m.id]
+        if dst.exists():
+            shutil.rmtree(dst)
+        if src.exists():
+            shutil.copytree(src, dst)
+
+
+def snapshot(members: list[Member], out_dirs: dict[str, Path], into: Path) -> None:
+    """Copy each member's out_dir into a checkpoint directory (ended members: no optimizer state)."""
+    for m in members:
+        src = out_dirs[m.id]
+        if not src.exists():
+            continue
+        ended = (src / RESULT_FILE).exists()
+        shutil.copytree(src, into / m.id, ignore=shutil.ignore_patterns(CHECKPOINT_DIR) if ended else None)
+
+
+class _Reporter(Callback):
+    """Collects one evaluation round of a group, then reports it to Tune with a checkpoint."""
+
+    def __init__(self, members: list[Member], out_dirs: dict[str, Path], out_root: Path):
+        self.members, self.out_dirs, self.out_root = members, out_dirs, out_root
+        self.ids = {str(d): m.id for m, d in ((m, out_dirs[m.id]) for m in members)}
+        self.trainer: Trainer | None = None
+        self.round: dict[str, dict] = {}
+
+    def on_evaluation(self, trial: Trial, record: dict) -> None:
+        self.round[self.ids[str(trial.out_dir)]] = record
+        running = {self.ids[str(t.out_dir)] for t in self.trainer.trials if t.running}
+        if running <= set(self.round):
+            self.report()
+
+    def report(self) -> None:
+        from ray import tune
+
+        entries = {m.id: {"status": status_of(self.out_dirs[m.id])} for m in self.members}
+        for mid, record in self.round.items():
+            entries[mid].update(record)
+        self.round = {}
+        latest = [self._latest(m) for m in self.members]
+        scores = [r["score"] for r in latest if r]
+        bests = [r["best_score"] for r in latest if r]
+        metrics = {
+            "score": sum(scores) / len(scores) if scores else 0.0,
+            "best_score": sum(bests) / len(bests) if bests else 0.0,
+            MEMBERS_KEY: entries,
+            "out_root": str(self.out_root),
+        }
+        with tempfile.TemporaryDirectory(prefix="superpos-ckpt-") as tmp:
+            snapshot(self.members, self.out_dirs, Path(tmp))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+    def _latest(self, member: Member) -> dict | None:
+        path = self.out_dirs[member.id] / "metrics.jsonl"
+        lines = path.read_text().splitlines() if path.exists() else []
+        record = json.loads(lines[-1]) if lines else None
+        return record if record and math.isfinite(record["score"]) else None
+
+
+def train_group(config: dict) -> None:
+    """The function trainable (wrap with ``tune.with_resources`` for CPU/GPU per trial)."""
+    from ray import tune
+
+    context = tune.get_context()
+    members = members_of(config, context.get_trial_id())
+    out_root = Path.cwd().resolve() / "members"  # the trial's local working directory
+    out_dirs = {m.id: out_root / m.id for m in members}
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            restore_members(Path(d), members, out_dirs)
+    reporter = _Reporter(members, out_dirs, out_root)
+    pending = [m for m in members if status_of(out_dirs[m.id]) == "running"]
+    if pending:
+        trainer = Trainer([m.config for m in pending], [out_dirs[m.id] for m in pending], callbacks=[reporter], progress=False)
+        reporter.trainer = trainer
+        trainer.fit()
+    reporter.report()  # final: every member's status, result.json and prompt in the checkpoint
