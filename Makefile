@@ -10,17 +10,21 @@ export TOKENIZERS_PARALLELISM := false
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $@
 
 install: $(VENV)/.installed
 
+# the offline demo sweep (real MiniLM, real SST-2) into MLflow, then its report;
+# a second `make demo` resumes or re-reports instead of starting over
+DEMO := runs/demo
+DEMO_DB := sqlite:///$(abspath $(DEMO))/mlflow.db
 demo: install
-	$(BIN)/superpos train --model minilm --task sst2 --method superpos --no-dropout \
-		--max-train-examples 16000 --epochs 1 --eval-every 100 \
-		--data-dir $(DATA_DIR) --out runs/demo_sst2_superpos --overwrite
+	mkdir -p $(DEMO)
+	$(BIN)/superpos sweep sweeps/demo_minilm.yaml --data-dir $(DATA_DIR) --storage-path $(DEMO)/ray_results \
+		--tracking-uri $(DEMO_DB) $(if $(wildcard $(DEMO)/ray_results/demo_minilm/superpos_sweep.json),--resume)
+	$(BIN)/superpos report --tracking-uri $(DEMO_DB) --experiment superpos-demo-minilm --out $(DEMO)/report
 
 test: install
 	$(BIN)/pytest -q

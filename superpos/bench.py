@@ -28,9 +28,11 @@ a task and size (simple, residual, superpos x dropout on/off, full fine-tuning) 
 It counts training steps only (no evaluation) and full fine-tuning at prompt-tuning speed.
 
 The last printed line is a one-line summary of the headline ratios; ``--out`` writes all
-numbers as JSON. GPU run for a later session (device tool, one H100, under 8 minutes):
+numbers as JSON (rewritten after each size, so a run cut short keeps what it measured). The
+GPU run, for a session with the device tool (one H100; sized for under 8 minutes, most of the
+first minutes being torch.compile; give it timeout_s 570):
 
-    PYTHONUNBUFFERED=1 python -m superpos.bench --device cuda --sizes small,base --out $OUT/bench.json 2>&1 | tee $OUT/bench.log
+    set -o pipefail; HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 python3 -m superpos.bench --device cuda --sizes small,base --out $OUT/bench.json 2>&1 | tee $OUT/bench.log
 """
 
 from __future__ import annotations
@@ -144,8 +146,12 @@ def training_loop(backbone, device):
 
 
 # -- measuring ----------------------------------------------------------------------------
+def on_cuda(device) -> bool:
+    return torch.device(device).type == "cuda"
+
+
 def sync(device) -> None:
-    if torch.device(device).type == "cuda":
+    if on_cuda(device):
         torch.cuda.synchronize()
 
 
@@ -171,7 +177,7 @@ def count_flops(step) -> int:
 
 def matmul_peak(device) -> tuple[float, str]:
     """Measured matmul TFLOP/s: bf16 8192^3 on CUDA (the card's practical peak), fp32 2048^3 on CPU."""
-    n, dtype = (8192, torch.bfloat16) if torch.device(device).type == "cuda" else (2048, torch.float32)
+    n, dtype = (8192, torch.bfloat16) if on_cuda(device) else (2048, torch.float32)
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     seconds = seconds_per_step(lambda: a @ b, 2, 5, device)
     return 2 * n**3 / seconds / 1e12, f"{str(dtype).removeprefix('torch.')} {n}^3"
@@ -179,13 +185,13 @@ def matmul_peak(device) -> tuple[float, str]:
 
 def reset_memory(device) -> None:
     gc.collect()
-    if torch.device(device).type == "cuda":
+    if on_cuda(device):
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
 
 
 def peak_gib(device) -> float | None:
-    return torch.cuda.max_memory_allocated() / GIB if torch.device(device).type == "cuda" else None
+    return torch.cuda.max_memory_allocated() / GIB if on_cuda(device) else None
 
 
 def out_of_memory(error: Exception) -> bool:
@@ -282,7 +288,7 @@ def bench_size(size: str, device, warmup: int, steps: int, peak: float, notes: l
     from superpos.backbones.fast_t5 import FastT5
     from superpos.backbones.seq2seq import Seq2SeqBackbone
 
-    cuda = torch.device(device).type == "cuda"
+    cuda = on_cuda(device)
     rows, extra = [], {}
     try:
         import peft  # noqa: F401
@@ -385,7 +391,7 @@ def run(device: str = "cpu", sizes: str | None = None, steps: int | None = None,
     """Measure every row for ``sizes`` on ``device``, print the table and the summary, write ``out``."""
     import transformers
 
-    kind = torch.device(device).type
+    kind = "cuda" if on_cuda(device) else "cpu"
     sizes_list = (sizes or DEFAULTS[kind]["sizes"]).split(",")
     steps = steps or DEFAULTS[kind]["steps"]
     warmup = DEFAULTS[kind]["warmup"] if warmup is None else warmup

@@ -45,3 +45,14 @@ def tokenized_cache(tmp_path, monkeypatch) -> Path:
     """A fresh, private tokenisation cache (SUPERPOS_CACHE) for one test."""
     monkeypatch.setenv("SUPERPOS_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache"
+
+
+@pytest.fixture
+def one_thread():
+    """Small ops: one torch thread avoids thread-sync costs on a shared 2-core machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

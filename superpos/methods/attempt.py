@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from superpos.errors import ConfigError
-from superpos.methods.base import MethodConfig, PromptMethod, sample_token_ids
+from superpos.methods.base import MethodConfig, PromptMethod
 
 
 @dataclass
@@ -68,9 +68,7 @@ class AttemptPrompt(PromptMethod):
     def __init__(self, config: AttemptConfig, vocab: torch.Tensor, generator: torch.Generator):
         super().__init__(config)
         n, d = config.prompt_len, vocab.shape[1]
-        ids = sample_token_ids(vocab.shape[0], n, generator)
-        self.register_buffer("token_ids", ids)
-        self.target = nn.Parameter(vocab[ids].detach().clone().float())
+        self.target = self._sampled_prompt(vocab, n, generator)
         sources = [load_source_prompt(p, n, d) for p in config.source_prompts]
         self.register_buffer("sources", torch.stack(sources) if sources else torch.empty(0, n, d))
         self.temperature = config.temperature or d * math.e

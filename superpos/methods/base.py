@@ -90,5 +90,11 @@ class PromptMethod(nn.Module):
     def num_trainable(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
+    def _sampled_prompt(self, vocab: torch.Tensor, n: int, generator: torch.Generator) -> nn.Parameter:
+        """n unique sampled real-token embeddings as a trainable prompt (ids kept as ``token_ids``)."""
+        ids = sample_token_ids(vocab.shape[0], n, generator)
+        self.register_buffer("token_ids", ids)
+        return nn.Parameter(vocab[ids].detach().clone().float())
+
     def _expand(self, prompt: torch.Tensor, batch_size: int) -> torch.Tensor:
         return prompt.unsqueeze(0).expand(batch_size, -1, -1)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from superpos.errors import ConfigError
-from superpos.methods.base import MethodConfig, PromptMethod, sample_token_ids
+from superpos.methods.base import MethodConfig, PromptMethod
 
 
 @dataclass
@@ -41,9 +41,7 @@ class ResidualPrompt(PromptMethod):
 
     def __init__(self, config: ResidualConfig, vocab: torch.Tensor, generator: torch.Generator):
         super().__init__(config)
-        ids = sample_token_ids(vocab.shape[0], config.prompt_len, generator)
-        self.register_buffer("token_ids", ids)
-        self.prompt = nn.Parameter(vocab[ids].detach().clone().float())
+        self.prompt = self._sampled_prompt(vocab, config.prompt_len, generator)
         d = vocab.shape[1]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))

@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
-from superpos.methods.base import MethodConfig, PromptMethod, sample_token_ids
+from superpos.methods.base import MethodConfig, PromptMethod
 
 
 @dataclass
@@ -26,9 +25,7 @@ class SimplePrompt(PromptMethod):
 
     def __init__(self, config: SimpleConfig, vocab: torch.Tensor, generator: torch.Generator):
         super().__init__(config)
-        ids = sample_token_ids(vocab.shape[0], config.prompt_len, generator)
-        self.register_buffer("token_ids", ids)
-        self.prompt = nn.Parameter(vocab[ids].detach().clone().float())
+        self.prompt = self._sampled_prompt(vocab, config.prompt_len, generator)
 
     def prompt_matrix(self):
         return self.prompt

@@ -1,0 +1,52 @@
+"""`superpos bench` runs end to end on CPU (a smoke test: no timing is asserted).
+
+The workload is shrunk (batch 2 a trial, 8 input tokens) to keep the tests fast; the code
+paths are those of the real workload.
+"""
+
+import json
+import sys
+
+import pytest
+
+from superpos import bench
+from superpos.cli import main
+
+
+@pytest.fixture(autouse=True)
+def small_workload(monkeypatch):
+    monkeypatch.setattr(bench, "BATCH", 2)
+    monkeypatch.setattr(bench, "INPUT_TOKENS", 8)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_thread):
+    yield
+
+
+def test_cpu_bench_prints_the_table_and_the_summary(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--device", "cpu", "--steps", "1", "--warmup", "0", "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("SUMMARY tiny: fused K=4 / 4 sequential ")
+    result = json.loads(out.read_text())
+    assert result["summary"] == lines[-1]
+    rows = {(r["variant"], r["K"]): r for r in result["rows"]}
+    assert set(rows) == {("peft", 1), ("hf", 1), ("hf", 4), ("hf-seq", 4), ("fast", 1), ("fast", 4)}
+    for r in rows.values():
+        assert "error" not in r and r["examples_per_s"] > 0 and r["tflops"] > 0
+    assert rows[("hf", 4)]["eval_examples_per_s"] > 0
+    assert result["ratios"]["tiny"]["fused4_vs_sequential4"] > 0
+
+
+def test_runs_without_peft(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "peft", None)  # as if not installed
+    result = bench.run("cpu", steps=1, warmup=0)
+    assert not any(r["variant"] == "peft" for r in result["rows"])
+    assert result["notes"] == ["peft is not installed: no PEFT baseline row"]
+    assert "superpos K=1 / PEFT n/a" in capsys.readouterr().out.strip().splitlines()[-1]
+
+
+def test_table1_projection_counts_the_grid():
+    # 80 epochs x (7 configs x all 13 tasks + ATTEMPT's 2 x its 9 tasks)
+    assert bench.table1_examples() == 80 * (7 * 991_846 + 2 * 63_206)
