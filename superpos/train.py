@@ -33,6 +33,7 @@ from safetensors.torch import save_file
 
 from superpos import metrics as metric_fns
 from superpos.backbones import load_backbone
+from superpos.backbones.base import TrialRows
 from superpos.config import TrainConfig
 from superpos.data import Batch, EncodedSplit, collate, encode_split
 from superpos.errors import ConfigError
@@ -297,11 +298,11 @@ class Trainer:
         width = max(e.shape[1] for e, _ in parts)
         embeds = torch.cat([torch.nn.functional.pad(e, (0, 0, 0, width - e.shape[1])) for e, _ in parts])
         masks = torch.cat([torch.nn.functional.pad(m, (0, width - m.shape[1])) for _, m in parts])
-        heads, start = [], 0
-        for t, b in zip(trials, batches):
-            heads.append((slice(start, start + len(b)), t.head))
+        groups, start = [], 0
+        for (e, _), t, b in zip(parts, trials, batches):
+            groups.append(TrialRows(slice(start, start + len(b)), t.head, e.shape[1] - b.input_ids.shape[1]))
             start += len(b)
-        return embeds, masks, heads
+        return embeds, masks, groups
 
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else torch.autocast("cpu", enabled=False)
@@ -309,13 +310,13 @@ class Trainer:
     def train_step(self, trials: Sequence[Trial], batches: Sequence[Batch]) -> list[float]:
         """Forward/backward of one micro-batch per trial; returns each trial's mean loss."""
         with self._autocast():
-            embeds, masks, heads = self._fuse(trials, batches)
+            embeds, masks, groups = self._fuse(trials, batches)
             tgt_width = max(b.targets.shape[1] for b in batches)
             targets = torch.cat([torch.nn.functional.pad(b.targets, (0, tgt_width - b.targets.shape[1]), value=-100) for b in batches])
-            sums, counts = self.backbone.example_losses(embeds, masks, targets, heads)
+            sums, counts = self.backbone.example_losses(embeds, masks, targets, groups)
         losses, total = [], None
-        for (rows, _), trial in zip(heads, trials):
-            loss = sums[rows].sum() / counts[rows].sum().clamp(min=1)
+        for group, trial in zip(groups, trials):
+            loss = sums[group.rows].sum() / counts[group.rows].sum().clamp(min=1)
             losses.append(loss.item())
             if math.isfinite(losses[-1]):
                 part = loss / trial.config.grad_accum
@@ -353,10 +354,10 @@ class Trainer:
         for start in range(0, len(order), bs):
             batch = collate(split, order[start : start + bs], pad, self.device)
             with self._autocast():
-                embeds, masks, heads = self._fuse(trials, [batch] * len(trials))
-                out = self.backbone.predict(embeds, masks, self.task, self.configs[0].template, heads)
-            for k, (rows, _) in enumerate(heads):
-                for i, p in zip(batch.indices, out[rows]):
+                embeds, masks, groups = self._fuse(trials, [batch] * len(trials))
+                out = self.backbone.predict(embeds, masks, self.task, self.configs[0].template, groups)
+            for k, group in enumerate(groups):
+                for i, p in zip(batch.indices, out[group.rows]):
                     preds[k][i] = p
         self.backbone.train()
         for t in trials:

@@ -74,3 +74,18 @@ def test_simple_prompt_forward_equals_peft_prompt_tuning():
 def test_unknown_model_lists_the_choices():
     with pytest.raises(ConfigError, match=r"unknown model 'gpt9'.*tiny-t5, minilm, google/t5-small-lm-adapt"):
         load_backbone("gpt9")
+
+
+def test_encoder_pools_the_input_tokens_only():
+    from superpos.backbones.base import TrialRows
+
+    backbone = load_backbone("minilm", dropout=False).eval()
+    enc = backbone.tokenizer(["a fine film", "awful"], padding=True, return_tensors="pt")
+    prompt = torch.randn(2, 4, backbone.hidden_size) * 0.05
+    embeds = torch.cat([prompt, backbone.embed(enc["input_ids"])], 1)
+    mask = torch.cat([torch.ones(2, 4, dtype=torch.long), enc["attention_mask"]], 1)
+    with torch.no_grad():
+        pooled = backbone.pooled(embeds, mask, [TrialRows(slice(None), None, 4)])
+        hidden = backbone.model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state[:, 4:]
+    m = enc["attention_mask"].unsqueeze(-1).float()
+    assert torch.allclose(pooled, (hidden * m).sum(1) / m.sum(1), atol=1e-6)

@@ -131,12 +131,12 @@ def test_a_diverging_member_leaves_its_group_untouched(data_dir, tmp_path, monke
     real = trainer.backbone.example_losses
     calls = {"n": 0}
 
-    def poison_first_member(embeds, masks, targets, heads=None):
-        sums, counts = real(embeds, masks, targets, heads)
+    def poison_first_member(embeds, masks, targets, groups=None):
+        sums, counts = real(embeds, masks, targets, groups)
         calls["n"] += 1
         if calls["n"] == 2:
             sums = sums.clone()
-            sums[heads[0][0]] = float("inf")
+            sums[groups[0].rows] = float("inf")
         return sums, counts
 
     monkeypatch.setattr(trainer.backbone, "example_losses", poison_first_member)

@@ -17,8 +17,18 @@ nothing but dropout, so this is exactly "dropout off".
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
+
+
+class TrialRows(NamedTuple):
+    """The rows of one trial in a fused batch, its per-trial head, and its prompt length."""
+
+    rows: slice
+    head: nn.Module | None = None
+    prompt_len: int = 0
 
 
 class Backbone(nn.Module):
@@ -72,8 +82,8 @@ class Backbone(nn.Module):
     def encode_target(self, task, example, template: str) -> list[int]:
         raise NotImplementedError
 
-    def example_losses(self, inputs_embeds, attention_mask, targets, heads=None):
+    def example_losses(self, inputs_embeds, attention_mask, targets, groups: list[TrialRows] | None = None):
         raise NotImplementedError
 
-    def predict(self, inputs_embeds, attention_mask, task, template: str, heads=None) -> list:
+    def predict(self, inputs_embeds, attention_mask, task, template: str, groups: list[TrialRows] | None = None) -> list:
         raise NotImplementedError

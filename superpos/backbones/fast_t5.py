@@ -186,7 +186,7 @@ class FastT5:
         """Logits, as ``model(inputs_embeds=..., attention_mask=..., decoder_input_ids=...).logits``."""
         return self.decode(decoder_input_ids, self.encode(inputs_embeds, attention_mask), attention_mask)
 
-    def example_losses(self, inputs_embeds, attention_mask, targets, heads=None):
+    def example_losses(self, inputs_embeds, attention_mask, targets, groups=None):
         """Per-example token-loss sums and counts: ``Seq2SeqBackbone.example_losses``' contract."""
         decoder_input_ids = self.model.prepare_decoder_input_ids_from_labels(labels=targets)
         return loss_sums(self(inputs_embeds, attention_mask, decoder_input_ids), targets)

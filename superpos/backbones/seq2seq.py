@@ -38,7 +38,7 @@ class Seq2SeqBackbone(Backbone):
         texts = task.label_texts(template) if not task.regression else ["5.0", "0.0", "2.4"]
         return max(len(self.tokenizer(t)["input_ids"]) for t in texts)
 
-    def example_losses(self, inputs_embeds, attention_mask, targets, heads=None):
+    def example_losses(self, inputs_embeds, attention_mask, targets, groups=None):
         """Per-example sums of token cross-entropies and token counts."""
         if self.fast_forward is not None:
             return self.fast_forward.example_losses(inputs_embeds, attention_mask, targets)
@@ -49,7 +49,7 @@ class Seq2SeqBackbone(Backbone):
         return loss_sums(logits, targets)
 
     @torch.no_grad()
-    def predict(self, inputs_embeds, attention_mask, task, template, heads=None):
+    def predict(self, inputs_embeds, attention_mask, task, template, groups=None):
         max_new_tokens = self.max_target_tokens(task, template)
         if self.fast_forward is not None:
             out = self.fast_forward.generate(inputs_embeds, attention_mask, max_new_tokens)
