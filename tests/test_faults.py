@@ -22,7 +22,8 @@ import yaml
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
-STEPS = [6, 12, 18, 24]  # 48 examples / batch 8 = 6 steps per epoch, 4 epochs
+EPOCHS = 8  # long enough that a fault injected after the first checkpoint lands mid-trial
+STEPS = [6 * (k + 1) for k in range(EPOCHS)]  # 48 examples / batch 8 = 6 steps per epoch
 
 
 def write_spec(tmp_path, name, **extra) -> Path:
@@ -30,7 +31,7 @@ def write_spec(tmp_path, name, **extra) -> Path:
         "name": name, "experiment": f"faults-{name}",
         "base": {"task": "cb", "model": "tiny-t5", "method": "superpos", "m": 8, "batch_size": 8, "eval_batch_size": 16,
                  "max_train_examples": 48, "max_eval_examples": 8, "device": "cpu"},
-        "seeds": [0, 1], "epochs": 4, "resources": {"cpu": 1}, "max_failures": 3,
+        "seeds": [0, 1], "epochs": EPOCHS, "resources": {"cpu": 1}, "max_failures": 3,
         "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db", "storage_path": str(tmp_path / "ray"),
         **extra,
     }
