@@ -410,6 +410,9 @@ class Trainer:
                 "trainable_parameters": trial.method.num_trainable() + (sum(p.numel() for p in trial.head.parameters()) if trial.head else 0),
             }
             (trial.out_dir / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")
+            # an ended run is never resumed: its optimizer state (3x the weights for full
+            # fine-tuning) would only fill the disk
+            shutil.rmtree(trial.out_dir / CHECKPOINT_DIR, ignore_errors=True)
         for cb in self.callbacks:
             cb.on_end(trial)
 

@@ -39,6 +39,7 @@ def test_run_writes_config_metrics_prompt(data_dir, tmp_path):
     assert prompt_of(out)["prompt"].shape == (10, 64)  # tiny-t5: d_model 64
     assert trial.state.status == "finished"
     assert json.loads((out / "result.json").read_text())["status"] == "finished"
+    assert not (out / "checkpoint").exists()  # an ended run keeps no optimizer state
 
 
 @pytest.mark.parametrize("dropout", [False, True])

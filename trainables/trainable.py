@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path
 
 from superpos.config import TrainConfig
-from superpos.train import CHECKPOINT_DIR, RESULT_FILE, Callback, Trainer, Trial
+from superpos.train import RESULT_FILE, Callback, Trainer, Trial
 
 from trainables.spec import Member
 
@@ -92,13 +92,11 @@ def restore_members(checkpoint_dir: Path, members: list[Member], out_dirs: dict[
 
 
 def snapshot(members: list[Member], out_dirs: dict[str, Path], into: Path) -> None:
-    """Copy each member's out_dir into a checkpoint directory (ended members: no optimizer state)."""
+    """Copy each member's out_dir into a checkpoint directory (an ended member's out_dir holds
+    no optimizer state: the Trainer removes it when the member ends)."""
     for m in members:
-        src = out_dirs[m.id]
-        if not src.exists():
-            continue
-        ended = (src / RESULT_FILE).exists()
-        shutil.copytree(src, into / m.id, ignore=shutil.ignore_patterns(CHECKPOINT_DIR) if ended else None)
+        if out_dirs[m.id].exists():
+            shutil.copytree(out_dirs[m.id], into / m.id)
 
 
 class _Reporter(Callback):
