@@ -99,10 +99,10 @@ def _curve_figure(curves: pd.DataFrame, hue: str, hue_order: list, hue_label: Ca
         axes[0, j].set_xlabel("step")
         axes[1, j].set_xlabel("epoch")
     for row in axes[:, 0]:
-        row.set_ylabel("validation score (%), mean of seeds")
+        row.set_ylabel("validation score (%)")
     handles = {label: h for ax in axes.flat for h, label in zip(*ax.get_legend_handles_labels())}
     fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=max(1, len(handles)))
-    fig.suptitle(title)
+    fig.suptitle(f"{title}\nmean of seeds")
     return fig
 
 
