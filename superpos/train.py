@@ -60,13 +60,10 @@ SHARED_KEYS = (
 
 
 class Callback:
-    """Hooks the CLI and the Ray trainables use; every method is optional."""
+    """The hook the Ray trainables use (and tests, to interrupt a run)."""
 
     def on_evaluation(self, trial: "Trial", record: dict) -> None:
         """After each evaluation; the trial's checkpoint for that evaluation is already written."""
-
-    def on_end(self, trial: "Trial") -> None:
-        """After the trial finished or diverged (result.json and the prompt are written)."""
 
 
 @dataclass
@@ -413,8 +410,6 @@ class Trainer:
             # an ended run is never resumed: its optimizer state (3x the weights for full
             # fine-tuning) would only fill the disk
             shutil.rmtree(trial.out_dir / CHECKPOINT_DIR, ignore_errors=True)
-        for cb in self.callbacks:
-            cb.on_end(trial)
 
     def fit(self) -> list[Trial]:
         cfg = self.configs[0]

@@ -74,7 +74,8 @@ class PromptMethod(nn.Module):
         return [{"params": params, "weight_decay": self.config.weight_decay, "lr": self.config.lr}]
 
     def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor | None:
-        raise NotImplementedError
+        """The (B, n, d) prompt; input-independent methods repeat ``prompt_matrix()`` per example."""
+        return self.prompt_matrix().unsqueeze(0).expand(inputs_embeds.shape[0], -1, -1)
 
     def prompt_matrix(self) -> torch.Tensor:
         """The (n, d) prompt of input-independent methods."""
@@ -95,6 +96,3 @@ class PromptMethod(nn.Module):
         ids = sample_token_ids(vocab.shape[0], n, generator)
         self.register_buffer("token_ids", ids)
         return nn.Parameter(vocab[ids].detach().clone().float())
-
-    def _expand(self, prompt: torch.Tensor, batch_size: int) -> torch.Tensor:
-        return prompt.unsqueeze(0).expand(batch_size, -1, -1)

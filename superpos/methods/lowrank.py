@@ -40,6 +40,3 @@ class LowRankPrompt(PromptMethod):
 
     def prompt_matrix(self):
         return self.A @ self.B
-
-    def forward(self, inputs_embeds, attention_mask):
-        return self._expand(self.prompt_matrix(), inputs_embeds.shape[0])

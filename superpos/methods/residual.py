@@ -54,6 +54,3 @@ class ResidualPrompt(PromptMethod):
         else:
             projected = torch.stack([mlp(p) for mlp, p in zip(self.mlps, self.prompt)])
         return projected + self.prompt
-
-    def forward(self, inputs_embeds, attention_mask):
-        return self._expand(self.prompt_matrix(), inputs_embeds.shape[0])

@@ -29,6 +29,3 @@ class SimplePrompt(PromptMethod):
 
     def prompt_matrix(self):
         return self.prompt
-
-    def forward(self, inputs_embeds, attention_mask):
-        return self._expand(self.prompt, inputs_embeds.shape[0])

@@ -83,6 +83,3 @@ class SuperPosPrompt(PromptMethod):
 
     def prompt_matrix(self):
         return torch.einsum("ndm,nm->nd", self.E, self.weights())
-
-    def forward(self, inputs_embeds, attention_mask):
-        return self._expand(self.prompt_matrix(), inputs_embeds.shape[0])
