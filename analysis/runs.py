@@ -120,6 +120,9 @@ def _run_row(run) -> tuple[dict, str | None]:
     missing = [t for t in REQUIRED_TAGS if not tags.get(t)]
     if missing:
         return {}, f"{name} lacks tag(s) {', '.join(missing)}; left out"
+    evaluation = run.data.params.get("evaluation", "generate")  # runs logged before the key existed generated
+    if evaluation != "generate":
+        return {}, f"{name} was evaluated by {evaluation!r} (param evaluation), not the paper's greedy generation; left out of the paper's tables"
     bools = {}
     for key, default in (("dropout", None), ("softmax", "false")):
         value = tags.get(key, default).lower()

@@ -10,14 +10,15 @@ per trial, 128 input tokens + 10 prompt tokens, 4 target tokens, AdamW. Inputs a
   itself (``Trainer.train_step`` + each trial's own ``optimizer_step``), Hugging Face's forward;
   frozen weights bf16 under autocast on CUDA (as the Trainer does), dropout off;
 * ``fast``: the same through ``superpos.backbones.fast_t5.FastT5`` (blocks compiled on CUDA);
-* ``hf-seq``: (CPU) the same K trials stepped one after another: the denominator of the fused
-  ratio, measured in the same run.
+* ``hf-seq``, ``fast-seq``: (CPU) the same K trials stepped (and evaluated) one after another:
+  the denominators of the fused ratios. On CPU all rows of a size are timed round-robin, so
+  the ratios are measured side by side.
 
 Each row gives ms/step (median of the timed steps, ``time.perf_counter``, CUDA synchronised),
 training examples/s, TFLOP/s (FLOPs of one step counted once per variant and size with
 ``torch.utils.flop_counter.FlopCounterMode`` on the eager HF path; a step is linear in K), the
 share of the measured matmul peak (bf16 8192^3 on CUDA, fp32 2048^3 on CPU), peak GiB (CUDA),
-and evaluation throughput: batched greedy generation of 4 tokens over the same fused batch.
+and evaluation throughput: batched greedy generation of 4 tokens over the same (fused) batches.
 On CUDA, K = 1, 8, 16, then doubling until out of memory (fast rows), and the projected
 H100-hours of the full table1.yaml grid from each size's best training throughput:
 
@@ -26,6 +27,9 @@ H100-hours of the full table1.yaml grid from each size's best training throughpu
 with S13 the 13 tasks' training examples, S9 those of the 9 tasks ATTEMPT runs on; 7 configs
 a task and size (simple, residual, superpos x dropout on/off, full fine-tuning) and ATTEMPT x 2.
 It counts training steps only (no evaluation) and full fine-tuning at prompt-tuning speed.
+
+On CPU the run applies ``superpos.cpu_allocator`` as the Trainer does (its first line says
+which allocator ran; ``SUPERPOS_CPU_ALLOCATOR=system`` measures glibc's defaults).
 
 The last printed line is a one-line summary of the headline ratios; ``--out`` writes all
 numbers as JSON (rewritten after each size, so a run cut short keeps what it measured). The
@@ -49,6 +53,8 @@ from dataclasses import dataclass
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+
+from superpos.cpu_allocator import retain_freed_memory
 
 BATCH, INPUT_TOKENS, PROMPT_TOKENS, TARGET_TOKENS = 32, 128, 10, 4
 
@@ -155,18 +161,24 @@ def sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def seconds_per_step(step, warmup: int, steps: int, device) -> float:
-    """Median wall-clock seconds of ``steps`` calls after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        step()
+def seconds_per_step(steps: list, warmup: int, rounds: int, device) -> list[float]:
+    """Median wall-clock seconds of each step function, timed round-robin after ``warmup`` untimed calls.
+
+    Taking turns within each round puts slow drifts of the machine (other tenants, clocks)
+    on every step alike, so the ratios between steps measured in one call are stable.
+    """
+    for step in steps:
+        for _ in range(warmup):
+            step()
     sync(device)
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    times = [[] for _ in steps]
+    for _ in range(rounds):
+        for step, kept in zip(steps, times):
+            start = time.perf_counter()
+            step()
+            sync(device)
+            kept.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
 
 
 def count_flops(step) -> int:
@@ -179,7 +191,7 @@ def matmul_peak(device) -> tuple[float, str]:
     """Measured matmul TFLOP/s: bf16 8192^3 on CUDA (the card's practical peak), fp32 2048^3 on CPU."""
     n, dtype = (8192, torch.bfloat16) if on_cuda(device) else (2048, torch.float32)
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    seconds = seconds_per_step(lambda: a @ b, 2, 5, device)
+    (seconds,) = seconds_per_step([lambda: a @ b], 2, 5, device)
     return 2 * n**3 / seconds / 1e12, f"{str(dtype).removeprefix('torch.')} {n}^3"
 
 
@@ -223,8 +235,9 @@ def superpos_steps(loop, k: int, sequential: bool = False):
     trials = superpos_trials(backbone, k, device)
     batches = synthetic_batches(k, backbone.vocab_size(), device)
 
+    groups = [([t], [b]) for t, b in zip(trials, batches)] if sequential else [(trials, batches)]
+
     def train():
-        groups = [([t], [b]) for t, b in zip(trials, batches)] if sequential else [(trials, batches)]
         for group, group_batches in groups:
             loop.train_step(group, group_batches)
             for t in group:
@@ -232,39 +245,49 @@ def superpos_steps(loop, k: int, sequential: bool = False):
 
     @torch.no_grad()
     def evaluate():
-        with loop._autocast():
-            embeds, masks, _ = loop._fuse(trials, batches)
-            if backbone.fast_forward is not None:
-                backbone.fast_forward.generate(embeds, masks, TARGET_TOKENS)
-            else:
-                backbone.model.generate(inputs_embeds=embeds, attention_mask=masks, max_new_tokens=TARGET_TOKENS, do_sample=False, num_beams=1)
+        for group, group_batches in groups:
+            with loop._autocast():
+                embeds, masks, _ = loop._fuse(group, group_batches)
+                if backbone.fast_forward is not None:
+                    backbone.fast_forward.generate(embeds, masks, TARGET_TOKENS)
+                else:
+                    backbone.model.generate(inputs_embeds=embeds, attention_mask=masks, max_new_tokens=TARGET_TOKENS, do_sample=False, num_beams=1)
 
     return train, evaluate
 
 
-def measure(rows: list, row: dict, make_steps, flops_per_example, warmup: int, steps: int, device, peak: float) -> dict:
-    """Time one row (training, then evaluation), append it to ``rows`` and print it; OOM is a result."""
+def measure(rows: list, specs: list, flops_per_example, warmup: int, steps: int, device, peak: float) -> None:
+    """Time rows together (round-robin: training, then evaluation), append them to ``rows`` and print them.
+
+    ``specs`` holds (row, make_steps) pairs; ``make_steps()`` returns (train, evaluate or None).
+    A failure, out of memory included, is recorded as the rows' result and ends nothing else.
+    """
     reset_memory(device)
+    made = []
     try:
-        train, evaluate = make_steps()
-        seconds = seconds_per_step(train, warmup, steps, device)
-        examples = row["K"] * BATCH
-        row.update(ms_per_step=seconds * 1e3, examples_per_s=examples / seconds, peak_gib=peak_gib(device))
-        if flops_per_example is not None:
-            row["tflops"] = flops_per_example * examples / seconds / 1e12
-            row["pct_of_peak"] = 100 * row["tflops"] / peak
-        if evaluate is not None:
-            row["eval_examples_per_s"] = examples / seconds_per_step(evaluate, 1, max(1, steps // 2), device)
+        made = [make() for _, make in specs]
+        train_s = seconds_per_step([train for train, _ in made], warmup, steps, device)
+        evals = [(row, evaluate) for (row, _), (_, evaluate) in zip(specs, made) if evaluate is not None]
+        eval_s = seconds_per_step([evaluate for _, evaluate in evals], 1, max(1, steps // 2), device)
+        for (row, _), seconds in zip(specs, train_s):
+            examples = row["K"] * BATCH
+            row.update(ms_per_step=seconds * 1e3, examples_per_s=examples / seconds, peak_gib=peak_gib(device))
+            if flops_per_example is not None:
+                row["tflops"] = flops_per_example * examples / seconds / 1e12
+                row["pct_of_peak"] = 100 * row["tflops"] / peak
+        for (row, _), seconds in zip(evals, eval_s):
+            row["eval_examples_per_s"] = row["K"] * BATCH / seconds
     except Exception as error:  # one failure must not cost the whole run (and its device time)
-        row["error"] = "out of memory" if out_of_memory(error) else repr(error)[:300]
+        for row, _ in specs:
+            row["error"] = "out of memory" if out_of_memory(error) else repr(error)[:300]
         if not out_of_memory(error):
             traceback.print_exc()
     finally:
-        train = evaluate = None
+        made = None
         reset_memory(device)
-    rows.append(row)
-    print(format_row(row), flush=True)
-    return row
+    for row, _ in specs:
+        rows.append(row)
+        print(format_row(row), flush=True)
 
 
 def bf16_check(loop, device) -> float:
@@ -297,7 +320,7 @@ def bench_size(size: str, device, warmup: int, steps: int, peak: float, notes: l
     else:
         step = peft_step(size, device)
         flops = count_flops(step) / BATCH
-        measure(rows, dict(size=size, variant="peft", K=1), lambda: (step, None), flops, warmup, steps, device, peak)
+        measure(rows, [(dict(size=size, variant="peft", K=1), lambda: (step, None))], flops, warmup, steps, device, peak)
         del step  # frees its fp32 model before the next rows
 
     model, tok = make_model(size, device)
@@ -312,19 +335,31 @@ def bench_size(size: str, device, warmup: int, steps: int, peak: float, notes: l
         extra["bf16_max_rel_loss_diff_fast_vs_hf"] = bf16_check(loop, device)
         print(f"{size}: bf16 per-example losses, fast vs HF: max relative difference {extra['bf16_max_rel_loss_diff_fast_vs_hf']:.2e}", flush=True)
 
-    def row(variant, k, sequential=False):
-        backbone.fast_forward = fast if variant == "fast" else None
-        return measure(rows, dict(size=size, variant=variant, K=k), lambda: superpos_steps(loop, k, sequential), flops, warmup, steps, device, peak)
+    def spec(variant, k):
+        def make():
+            forward = fast if variant.startswith("fast") else None
+            train, evaluate = superpos_steps(loop, k, sequential=variant.endswith("-seq"))
 
-    for k in (1, 8, 16) if cuda else (1, 4):
-        row("hf", k)
-    if not cuda:
-        row("hf-seq", 4, sequential=True)
-    for k in (1, 8, 16) if cuda else (1, 4):
-        row("fast", k)
+            def with_forward(step):
+                def run():
+                    backbone.fast_forward = forward
+                    step()
+
+                return run
+
+            return with_forward(train), with_forward(evaluate)
+
+        return dict(size=size, variant=variant, K=k), make
+
+    if not cuda:  # every row in one round-robin: the fused / sequential ratios are measured side by side
+        measure(rows, [spec(v, k) for v in ("hf", "fast") for k in (1, 4)] + [spec("hf-seq", 4), spec("fast-seq", 4)], flops, warmup, steps, device, peak)
+        return rows, extra
+    for variant in ("hf", "fast"):
+        for k in (1, 8, 16):
+            measure(rows, [spec(variant, k)], flops, warmup, steps, device, peak)
     k = 32
-    while cuda and "error" not in rows[-1] and k <= 256:  # the largest K that fits, by doubling
-        row("fast", k)
+    while "error" not in rows[-1] and k <= 256:  # the largest K that fits, by doubling
+        measure(rows, [spec("fast", k)], flops, warmup, steps, device, peak)
         k *= 2
     return rows, extra
 
@@ -337,6 +372,10 @@ def find(rows: list, size: str, variant: str, k: int | None = None) -> dict | No
 
 def speedup(a: dict | None, b: dict | None) -> float | None:
     return a["examples_per_s"] / b["examples_per_s"] if a and b else None
+
+
+def eval_speedup(a: dict | None, b: dict | None) -> float | None:
+    return a["eval_examples_per_s"] / b["eval_examples_per_s"] if a and b else None
 
 
 def table1_examples() -> int:
@@ -365,10 +404,12 @@ def headline(rows: list, sizes: list[str], cuda: bool) -> tuple[dict, str]:
                          f"fast/hf at K=16 {x(r['fast16_vs_hf16'])}")
         else:
             r = dict(fused4_vs_sequential4=speedup(find(rows, size, "hf", 4), find(rows, size, "hf-seq", 4)),
+                     fast_fused4_vs_sequential4=speedup(find(rows, size, "fast", 4), find(rows, size, "fast-seq", 4)),
+                     eval_fused4_vs_sequential4=eval_speedup(find(rows, size, "hf", 4), find(rows, size, "hf-seq", 4)),
                      fast4_vs_hf4=speedup(find(rows, size, "fast", 4), find(rows, size, "hf", 4)),
                      superpos1_vs_peft=speedup(find(rows, size, "hf", 1), peft))
-            parts.append(f"{size}: fused K=4 / 4 sequential {x(r['fused4_vs_sequential4'])}, fast/hf at K=4 {x(r['fast4_vs_hf4'])}, "
-                         f"superpos K=1 / PEFT {x(r['superpos1_vs_peft'])}")
+            parts.append(f"{size}: fused K=4 / 4 sequential {x(r['fused4_vs_sequential4'])} (fast forward {x(r['fast_fused4_vs_sequential4'])}, "
+                         f"evaluation {x(r['eval_fused4_vs_sequential4'])}), fast/hf at K=4 {x(r['fast4_vs_hf4'])}, superpos K=1 / PEFT {x(r['superpos1_vs_peft'])}")
         ratios[size] = r
     if cuda:
         hours = {s: table1_examples() / ratios[s]["examples_per_s"] / 3600 for s in sizes if s in ratios}
@@ -392,12 +433,13 @@ def run(device: str = "cpu", sizes: str | None = None, steps: int | None = None,
     import transformers
 
     kind = "cuda" if on_cuda(device) else "cpu"
+    allocator = "cuda caching allocator" if kind == "cuda" else "glibc, freed memory retained" if retain_freed_memory() else "system default"
     sizes_list = (sizes or DEFAULTS[kind]["sizes"]).split(",")
     steps = steps or DEFAULTS[kind]["steps"]
     warmup = DEFAULTS[kind]["warmup"] if warmup is None else warmup
     env = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"), "device": torch.cuda.get_device_name() if kind == "cuda" else platform.processor() or "cpu",
-        "cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "transformers": transformers.__version__,
+        "cpu_threads": torch.get_num_threads(), "allocator": allocator, "torch": torch.__version__, "transformers": transformers.__version__,
     }
     print(json.dumps(env), flush=True)
     peak, peak_kind = matmul_peak(device)

@@ -20,6 +20,7 @@ from superpos.settings import default_data_dir
 SCHEDULES = ("constant", "linear")
 DEVICES = ("auto", "cpu", "cuda")
 SPLITS = ("paper", "heldout")  # methods.md section 5; see superpos.tasks.splits
+FORWARDS = ("hf", "fast")  # see superpos.backbones.fast_t5
 
 
 @dataclass
@@ -54,6 +55,11 @@ class TrainConfig:
     #: encoder backbones only: "similarity" (pure prompt tuning) or "linear"
     head: str = "similarity"
     device: str = "auto"
+    #: T5 forward: "hf" (Hugging Face's modules) or "fast" (superpos.backbones.fast_t5: the same
+    #: results, compiled on CUDA); a speed choice, not a result-changing one
+    forward: str = "hf"
+    #: seq2seq evaluation: "generate" (greedy decoding, the paper's) or "rank" (score each target text)
+    evaluation: str = "generate"
     #: method-specific options (m, softmax, p_init, prompt_len, bottleneck, ...)
     method_options: dict = field(default_factory=dict)
 
@@ -61,6 +67,7 @@ class TrainConfig:
     def validate(self, where: str = "config") -> "TrainConfig":
         """Check every value that can be checked without loading the model or data."""
         from superpos.backbones import check_model_name
+        from superpos.backbones.seq2seq import EVALUATIONS
         from superpos.methods import method_config
         from superpos.tasks import TEMPLATES, get_task
         from superpos.tasks.sources import SOURCES
@@ -73,6 +80,10 @@ class TrainConfig:
         choose("source", self.source, SOURCES, where)
         choose("schedule", self.schedule, SCHEDULES, where)
         choose("device", self.device, DEVICES, where)
+        choose("forward", self.forward, FORWARDS, where)
+        choose("evaluation", self.evaluation, EVALUATIONS, where)
+        if self.model == "minilm" and (self.forward, self.evaluation) != ("hf", "generate"):
+            raise ConfigError(f"model 'minilm' is an encoder: forward must be 'hf' and evaluation 'generate' (got {self.forward!r}, {self.evaluation!r}; {where})")
         for name in ("epochs", "batch_size", "eval_batch_size", "grad_accum", "max_input_len"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)} ({where})")

@@ -9,13 +9,16 @@ sum is back-propagated: a trial's parameters only reach its own rows, so gradien
 and each trial steps its own optimizer. With K = 1 this is the ordinary prompt-tuning loop.
 
 Protocol (SuperPos paper section 3.4; methods.md section 5): AdamW with per-group weight
-decay, no LR scheduler by default, evaluation every epoch by greedy generation, invalid
-generations count as wrong, the reported score is the best validation score over training.
+decay, no LR scheduler by default, evaluation every epoch by greedy generation (rank
+classification is an option, not the paper's), invalid generations count as wrong, the
+reported score is the best validation score over training.
 
 Every evaluation appends a line to ``metrics.jsonl`` and writes an atomic checkpoint
 (trainable state, optimizer, scheduler, RNG states, data position, best score, history), so
 an interrupted run resumes where it stopped and ends as the uninterrupted one would (CPU).
 A loss that becomes NaN or inf ends that trial with status ``diverged``; the others go on.
+On CPU the process keeps the memory it frees for reuse (``superpos.cpu_allocator``; a fused
+group's large activations would otherwise be page-faulted in afresh at every step).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from superpos import metrics as metric_fns
 from superpos.backbones import load_backbone
 from superpos.backbones.base import TrialRows
 from superpos.config import TrainConfig
+from superpos.cpu_allocator import retain_freed_memory
 from superpos.data import Batch, EncodedSplit, collate, encode_split
 from superpos.errors import ConfigError
 from superpos.methods import build_method
@@ -55,7 +59,7 @@ RUNNING, FINISHED, DIVERGED = "running", "finished", "diverged"
 SHARED_KEYS = (
     "task", "model", "data_dir", "dropout", "batch_size", "eval_batch_size", "grad_accum", "epochs",
     "template", "split", "source", "max_train_examples", "max_eval_examples", "max_input_len", "eval_every",
-    "checkpoint_every", "head", "device",
+    "checkpoint_every", "head", "device", "forward", "evaluation",
 )
 
 
@@ -98,6 +102,19 @@ class Trial:
 
     def trainable_modules(self) -> dict:
         return {"method": self.method, **({"head": self.head} if self.head is not None else {})}
+
+    def trainable_parameters(self) -> int:
+        return self.method.num_trainable() + (sum(p.numel() for p in self.head.parameters()) if self.head is not None else 0)
+
+
+def save_prompt(trial: Trial, path: Path) -> None:
+    """The trial's trained tensors as they are now (the method's export, ``head.*`` for a head),
+    fp32, with method, task, optimizer step and trainable parameter count as metadata."""
+    tensors = {k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in trial.method.export().items()}
+    if trial.head is not None:
+        tensors.update({f"head.{k}": v.detach().cpu() for k, v in trial.head.state_dict().items()})
+    meta = {"method": trial.config.method, "task": trial.config.task, "step": str(trial.state.step), "trainable_parameters": str(trial.trainable_parameters())}
+    save_file(tensors, path, metadata=meta)
 
 
 def prepare_out_dir(config: TrainConfig, out_dir: Path, overwrite: bool) -> bool:
@@ -173,11 +190,15 @@ class Trainer:
         self.overwrite = overwrite
 
         first = self.configs[0]
+        self.device = pick_device(first.device)
+        if self.device.type == "cpu":
+            retain_freed_memory()
         self.task = get_task(first.task)
         splits = load_splits(self.task, first.split, first.data_dir, source=first.source)
 
-        self.device = pick_device(first.device)
-        self.backbone = load_backbone(first.model, dropout=first.dropout, head=first.head, device=self.device)
+        self.backbone = load_backbone(
+            first.model, dropout=first.dropout, head=first.head, device=self.device, fast=first.forward == "fast", evaluation=first.evaluation
+        )
         self.backbone.prepare(self.task, first.template)
 
         def encode(examples, cap):
@@ -391,10 +412,7 @@ class Trainer:
     def _finish(self, trial: Trial, status: str, message: str = "") -> None:
         trial.state.status, trial.state.message = status, message
         if trial.out_dir:
-            tensors = {k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in trial.method.export().items()}
-            if trial.head is not None:
-                tensors.update({f"head.{k}": v.detach().cpu() for k, v in trial.head.state_dict().items()})
-            save_file(tensors, trial.out_dir / PROMPT_FILE, metadata={"method": trial.config.method, "task": trial.config.task})
+            save_prompt(trial, trial.out_dir / PROMPT_FILE)
             result = {
                 "status": status,
                 "message": message,
@@ -404,7 +422,7 @@ class Trainer:
                 "best_epoch": trial.state.best_epoch,
                 "steps": trial.state.step,
                 "examples": trial.state.examples,
-                "trainable_parameters": trial.method.num_trainable() + (sum(p.numel() for p in trial.head.parameters()) if trial.head else 0),
+                "trainable_parameters": trial.trainable_parameters(),
             }
             (trial.out_dir / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")
             # an ended run is never resumed: its optimizer state (3x the weights for full

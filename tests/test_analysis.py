@@ -243,6 +243,22 @@ def test_html_is_self_contained(report):
     assert "http" not in page.replace("data:image", "")
 
 
+def test_rank_evaluated_runs_are_left_out(tmp_path):
+    """Rank classification is not the paper's protocol: such runs never enter its tables."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp_id = client.create_experiment("ranked", artifact_location=(tmp_path / "artifacts").as_uri())
+    parent = client.create_run(exp_id, tags={"superpos.role": "sweep"}, run_name="ranked").info.run_id
+    generated, ranked = (_log_trial(client, exp_id, parent, i, TRIALS[0], tmp_path) for i in range(2))
+    client.log_param(generated, "evaluation", "generate")
+    client.log_param(ranked, "evaluation", "rank")
+    exp = load_experiment(uri, "ranked")
+    assert list(exp.runs["run_id"]) == [generated]
+    assert len(exp.problems) == 1 and ranked in exp.problems[0] and "evaluated by 'rank' (param evaluation)" in exp.problems[0]
+
+
 def test_no_superpos_runs(store, tmp_path):
     result = build_report(store["uri"], "plain", tmp_path)
     assert [f.name for f in result.figures] == ["fig2b_google_t5-small-lm-adapt", "fig2b_google_t5-base-lm-adapt"]

@@ -32,7 +32,7 @@ def test_cpu_bench_prints_the_table_and_the_summary(tmp_path, capsys):
     result = json.loads(out.read_text())
     assert result["summary"] == lines[-1]
     rows = {(r["variant"], r["K"]): r for r in result["rows"]}
-    assert set(rows) == {("peft", 1), ("hf", 1), ("hf", 4), ("hf-seq", 4), ("fast", 1), ("fast", 4)}
+    assert set(rows) == {("peft", 1), ("hf", 1), ("hf", 4), ("hf-seq", 4), ("fast", 1), ("fast", 4), ("fast-seq", 4)}
     for r in rows.values():
         assert "error" not in r and r["examples_per_s"] > 0 and r["tflops"] > 0
     assert rows[("hf", 4)]["eval_examples_per_s"] > 0

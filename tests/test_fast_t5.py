@@ -1,12 +1,14 @@
 """The functional T5 forward (superpos/backbones/fast_t5.py) equals Hugging Face's, fp32 on CPU."""
 
+import dataclasses
+
 import pytest
 import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
 from superpos.backbones import build_tiny_t5, load_backbone
-from superpos.backbones.fast_t5 import FastT5
-from superpos.backbones.seq2seq import Seq2SeqBackbone
+from superpos.backbones.fast_t5 import FastT5, LinearCrossEntropy
+from superpos.backbones.seq2seq import IGNORE, Seq2SeqBackbone
 from superpos.config import TrainConfig
 from superpos.errors import ConfigError
 from superpos.train import Trainer
@@ -116,20 +118,73 @@ def test_fast_flag_refuses_encoder_backbones():
 
 def test_training_loop_with_fast_forward_ends_where_hf_ends(fixture_data_dir, tokenized_cache):
     """Two fused trials trained by the real loop (steps, optimizers, evaluation by generation)."""
-    def train(fast):
+    def train(forward):
         configs = [
             TrainConfig(task="cb", model="tiny-t5", data_dir=str(fixture_data_dir), epochs=2, dropout=False, batch_size=4,
-                        eval_batch_size=8, seed=seed, method=method, method_options=opts, device="cpu")
+                        eval_batch_size=8, seed=seed, method=method, method_options=opts, device="cpu", forward=forward)
             for seed, method, opts in ((0, "superpos", {"m": 8}), (1, "simple", {}))
         ]
-        trainer = Trainer(configs, progress=False)
-        if fast:
-            trainer.backbone.fast_forward = FastT5(trainer.backbone.model)
-        trials = trainer.fit()
+        trials = Trainer(configs, progress=False).fit()
         return [(t.method.export()["prompt"].detach(), t.state.history) for t in trials]
 
-    for (hf_prompt, hf_history), (fast_prompt, fast_history) in zip(train(False), train(True)):
+    for (hf_prompt, hf_history), (fast_prompt, fast_history) in zip(train("hf"), train("fast")):
         assert len(hf_history) == len(fast_history) == 2
         torch.testing.assert_close(fast_prompt, hf_prompt, rtol=0, atol=1e-5)
         for a, b in zip(hf_history, fast_history):
             assert a["score"] == b["score"] and a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize("chunk_elements", [1, 3 * 30592, 2**26])  # a row a chunk, 3 rows, all at once
+def test_linear_cross_entropy_equals_logits_then_cross_entropy(chunk_elements):
+    """Losses and gradients w.r.t. the hidden states, IGNORE targets included, whatever the chunking."""
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(30592, 64, generator=g) / 8
+    hidden = torch.randn(7, 64, generator=g)
+    targets = torch.randint(0, 30592, (7,), generator=g)
+    targets[[2, 5]] = IGNORE
+    scale = torch.rand(7, generator=g)  # each token's incoming gradient differs
+    grads = []
+    for losses_of in (
+        lambda h: torch.nn.functional.cross_entropy(h @ weight.T, targets, ignore_index=IGNORE, reduction="none"),
+        lambda h: LinearCrossEntropy.apply(h, weight, targets, chunk_elements),
+    ):
+        h = hidden.clone().requires_grad_(True)
+        losses = losses_of(h)
+        (losses * scale).sum().backward()
+        grads.append((losses.detach(), h.grad))
+    (ref_losses, ref_grad), (losses, grad) = grads
+    assert losses[[2, 5]].tolist() == [0.0, 0.0] and (grad[[2, 5]] == 0).all()
+    torch.testing.assert_close(losses, ref_losses, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-6)
+
+
+def test_forward_config_key_runs_the_loop_through_fast_t5(fixture_data_dir, tokenized_cache):
+    config = TrainConfig(task="cb", model="tiny-t5", data_dir=str(fixture_data_dir), epochs=1, forward="fast", device="cpu")
+    assert isinstance(Trainer([config], progress=False).backbone.fast_forward, FastT5)
+    assert Trainer([dataclasses.replace(config, forward="hf")], progress=False).backbone.fast_forward is None
+    with pytest.raises(ConfigError, match=r"unknown forward 'quick'.*allowed: hf, fast"):
+        Trainer([dataclasses.replace(config, forward="quick")], progress=False)
+
+
+def test_encoder_model_refuses_the_fast_forward():
+    with pytest.raises(ConfigError, match="encoder: forward must be 'hf'"):
+        TrainConfig(model="minilm", forward="fast").validate()
+
+
+@pytest.mark.slow
+def test_compiled_blocks_equal_eager_ones():
+    """The torch.compile path that CUDA runs, traced and compiled here by Inductor's CPU backend:
+    dynamic shapes (a second batch shape reuses the graphs), grad and no-grad, generation."""
+    model = build_tiny_t5()[0].eval().requires_grad_(False)  # frozen, as a Backbone holds it
+    eager, compiled = FastT5(model), FastT5(model, compile=True)
+    for batch, length in ((5, 19), (7, 23)):
+        embeds, mask, targets = prompted_batch(model, batch=batch, length=length)
+        grads = []
+        for fast in (eager, compiled):
+            x = embeds.clone().requires_grad_(True)
+            sums, _ = fast.example_losses(x, mask, targets)
+            sums.sum().backward()
+            grads.append((sums.detach(), x.grad))
+        torch.testing.assert_close(grads[1][0], grads[0][0], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(grads[1][1], grads[0][1], rtol=1e-4, atol=1e-5)
+    assert torch.equal(compiled.generate(embeds, mask, 3), eager.generate(embeds, mask, 3))

@@ -80,7 +80,11 @@ def test_optuna_search_with_asha_writes_best(local_ray, data_dir, tmp_path):
     assert main(args) == 0
     client, parents, children = child_runs(uri, "superpos-search")
     assert len(parents) == 1 and len(children) == 3
-    assert {c.data.tags["status"] for c in children} <= {"finished", "stopped"}
+    # tiny-t5 scores 0 for every lr, so ASHA stops no trial: each trains its 2 epochs and ends
+    # with its own artifacts (ASHA's max_t lies past the trainable's final report)
+    for c in children:
+        assert c.info.status == "FINISHED" and c.data.tags["status"] == "finished", c.data.tags
+        assert {"prompt.safetensors", "config.json", "result.json"} <= {a.path for a in client.list_artifacts(c.info.run_id)}
     tags = parents[0].data.tags
     chosen = yaml.safe_load(best.read_text())
     assert chosen["method"] == "superpos" and set(chosen["per_task"]["cb"]) == {"lr", "m"}
@@ -91,3 +95,50 @@ def test_optuna_search_with_asha_writes_best(local_ray, data_dir, tmp_path):
     assert len(study.trials) == 3
     # every child's params are its sampled config
     assert {json.loads(c.data.params["m"]) for c in children} == {t.params["m"] for t in study.trials}
+
+
+def test_asha_stopped_trial_logs_its_prompt_and_result(local_ray, data_dir, tmp_path):
+    """A trial that ASHA stops early still gets config.json, the prompt of its last evaluation
+    and a result.json (status "stopped", best score so far); its run ends FINISHED.
+
+    ASHA's decision depends on the order trials reach a rung, so the two trials run one after
+    the other in a fixed order (a grid, max_concurrent 1; a search trial takes the same path
+    through trainable.py and tracking.py): MiniLM on SST-2 scores 0.81 after one epoch with
+    lr 0.1, 0.56 with lr 0.01, which ASHA (grace period 1) stops."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    spec = {
+        "name": "asha", "experiment": "superpos-asha",
+        "base": {"task": "sst2", "model": "minilm", "method": "superpos", "m": 4, "batch_size": 8, "eval_batch_size": 16,
+                 "max_train_examples": 16, "max_eval_examples": 16, "device": "cpu"},
+        "grid": {"lr": [0.1, 0.01]}, "epochs": 2, "scheduler": {"type": "asha", "grace_period": 1},
+        "max_concurrent": 1, "resources": {"cpu": 1},
+    }
+    path = tmp_path / "asha.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["sweep", str(path), "--storage-path", str(tmp_path / "ray"), "--tracking-uri", uri, "--data-dir", str(data_dir)]) == 0
+    client, parents, children = child_runs(uri, "superpos-asha")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    by_lr = {json.loads(c.data.params["lr"]): c for c in children}
+    kept, stopped = by_lr[0.1], by_lr[0.01]
+    assert kept.data.tags["status"] == "finished" and stopped.data.tags["status"] == "stopped", [c.data.tags["status"] for c in children]
+    assert kept.info.status == stopped.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(stopped.info.run_id, "score")] == [2]  # 16 examples / batch 8: 2 steps per epoch
+
+    files = {}
+    for run in (kept, stopped):
+        assert {"prompt.safetensors", "config.json", "result.json"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+        out = tmp_path / run.data.tags["status"]
+        files[run.data.tags["status"]] = {name: client.download_artifacts(run.info.run_id, name, str(out)) for name in ("prompt.safetensors", "result.json")}
+    result = json.loads(Path(files["stopped"]["result.json"]).read_text())
+    finished = json.loads(Path(files["finished"]["result.json"]).read_text())
+    assert result["status"] == "stopped" and "ASHA" in result["message"]
+    assert result["best_score"] == stopped.data.metrics["best_score"] < finished["best_score"]
+    assert (result["steps"], result["best_step"], result["examples"]) == (2, 2, 16)
+    assert result["trainable_parameters"] == finished["trainable_parameters"]
+    # the stopped trial's prompt: the method's export at its last evaluation, as a finished trial's
+    from safetensors import safe_open
+
+    prompt, done = load_file(files["stopped"]["prompt.safetensors"]), load_file(files["finished"]["prompt.safetensors"])
+    assert {k: v.shape for k, v in prompt.items()} == {k: v.shape for k, v in done.items()} and {"p_prime", "E", "prompt"} <= set(prompt)
+    with safe_open(files["stopped"]["prompt.safetensors"], framework="pt") as f:
+        assert f.metadata()["step"] == "2"

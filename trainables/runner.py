@@ -9,7 +9,10 @@ Layout under the storage path (local directory or gs:// / s3:// URI)::
     <storage>/<sweep name>/optuna.db             the Optuna studies (local storage only)
 
 ``--resume`` restores every Tune experiment with ``Tuner.restore`` (unfinished and errored
-trials resume from their last checkpoint) and logs into the same MLflow parent run.
+trials resume from their last checkpoint) and logs into the same MLflow parent run. A search
+also continues its Optuna study: trials the killed driver had asked after Tune's last snapshot
+are run by new Ray trials with the parameters already sampled (trainables/searcher.py), and
+their abandoned MLflow child runs are dropped (``tracking.drop_lost_runs``).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pathlib import Path
 from superpos.errors import ConfigError
 
 from trainables.spec import SweepSpec, round_best, write_best
-from trainables.trainable import BASE_KEY, MEMBERS_KEY, TrialGroup, grid_trial_config, train_group
+from trainables.trainable import BASE_KEY, MEMBERS_KEY, PROMPT_EVERY_EVAL_KEY, TrialGroup, grid_trial_config, train_group
 
 STATE_FILE = "superpos_sweep.json"
 
@@ -118,8 +121,11 @@ def _scheduler(spec: SweepSpec, base: dict):
     from ray.tune.schedulers import ASHAScheduler
 
     epochs = int(base.get("epochs", 80))
-    # one report per epoch unless eval_every adds more: then rungs run past the epochs
-    max_t = epochs if not base.get("eval_every") else 10**6
+    # one report per epoch, then the trainable's final report that carries result.json and the
+    # prompt: ASHA stops every trial that reaches max_t, so max_t is that final report (with
+    # max_t = epochs a trial that trained every epoch was cut off before it, as "stopped");
+    # eval_every adds reports: then the rungs run past the epochs
+    max_t = epochs + 1 if not base.get("eval_every") else 10**6
     return ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=spec.scheduler.grace_period, reduction_factor=spec.scheduler.reduction_factor)
 
 
@@ -189,13 +195,19 @@ def run_sweep(spec: SweepSpec, opts: RunOptions) -> int:
         metric=spec.metric, mode="max", scheduler=_scheduler(spec, spec.base_config()),
         max_concurrent_trials=spec.max_concurrent or None, trial_name_creator=trial_name, trial_dirname_creator=trial_name,
     )
-    param_space = {MEMBERS_KEY: tune.grid_search([grid_trial_config(g) for g in groups])}
+    param_space = {MEMBERS_KEY: tune.grid_search([grid_trial_config(g) for g in groups]), **_prompt_flag(spec)}
     with ray_session(opts.address):
         _tuner(spec, root, "grid", logger, param_space, tune_config, opts.resume).fit()
     outcome = check_outcome(spec, root, state, sum(map(len, groups)))
     if outcome == 0:
         finish_parent(state["tracking_uri"], state["parent_run_id"], {"superpos.trials": sum(map(len, groups)), "superpos.groups": len(groups)})
     return outcome
+
+
+def _prompt_flag(spec: SweepSpec) -> dict:
+    """Under a scheduler a trial may be stopped after any evaluation: its checkpoints then carry
+    the prompt of each evaluation (trainable.py), which its MLflow run logs when it is stopped."""
+    return {PROMPT_EVERY_EVAL_KEY: True} if spec.scheduler.type != "none" else {}
 
 
 def check_outcome(spec: SweepSpec, root: str, state: dict, expected: int, task: str | None = None) -> int:
@@ -209,7 +221,9 @@ def check_outcome(spec: SweepSpec, root: str, state: dict, expected: int, task: 
     failed = sum(st == "failed" for st in statuses)
     if ended + failed < expected:
         print(f"sweep {spec.name} interrupted; continue it with: superpos sweep {spec.source} --resume --storage-path {root.rsplit('/', 1)[0]}")
-    return expected - ended
+    # more ended than expected: a search trial that ran wholly between two Tune snapshots of a
+    # killed driver, and was sampled again on resume; an extra trial, not a missing one
+    return max(0, expected - ended)
 
 
 def run_search(spec: SweepSpec, opts: RunOptions) -> int:
@@ -245,8 +259,11 @@ def _study(spec: SweepSpec, opts: RunOptions, root: str, state: dict, task: str,
         num_samples=spec.num_samples, max_concurrent_trials=spec.max_concurrent or None,
         trial_name_creator=trial_name, trial_dirname_creator=trial_name,
     )
-    param_space = {BASE_KEY: json.dumps(base, sort_keys=True), **{k: p.to_tune() for k, p in spec.space.items()}}
-    results = _tuner(spec, root, f"study-{task}", logger, param_space, tune_config, opts.resume).fit()
+    param_space = {BASE_KEY: json.dumps(base, sort_keys=True), **{k: p.to_tune() for k, p in spec.space.items()}, **_prompt_flag(spec)}
+    tuner = _tuner(spec, root, f"study-{task}", logger, param_space, tune_config, opts.resume)
+    if opts.resume:
+        _drop_lost_runs(state, task, f"{root}/study-{task}")
+    results = tuner.fit()
     outcome = check_outcome(spec, root, state, spec.num_samples, task)
     if outcome:
         return {}, outcome
@@ -255,16 +272,32 @@ def _study(spec: SweepSpec, opts: RunOptions, root: str, state: dict, task: str,
     return best, outcome
 
 
+def _drop_lost_runs(state: dict, task: str, path: str) -> None:
+    """Before a study resumes: end and drop the MLflow child runs of Ray trials that are not in
+    the Tune snapshot it restores (created after it by the killed driver; never run again)."""
+    from trainables.searcher import experiment_trials
+    from trainables.tracking import drop_lost_runs
+
+    restored = experiment_trials(path)
+    if restored is None:
+        return
+    lost = drop_lost_runs(state["tracking_uri"], state["parent_run_id"], task, set(restored))
+    if lost:
+        print(f"study {task}: dropped the MLflow runs of {len(lost)} Ray trial(s) started after Tune's last snapshot: {', '.join(lost)}")
+
+
 def _search_alg(spec: SweepSpec, root: str, task: str, opts: RunOptions):
     if spec.search == "random":
         from ray.tune.search import BasicVariantGenerator
 
         return BasicVariantGenerator(random_state=spec.seeds[0])
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
+
+    from trainables.searcher import StudySearch
 
     url = opts.optuna_storage or (f"sqlite:///{root}/optuna.db" if not is_uri(root) else "sqlite:///" + str(Path(f"optuna-{spec.name}.db").resolve()))
     storage = optuna.storages.RDBStorage(url)
-    # TPE (Optuna's default sampler); Ray's OptunaSearch never prunes: ASHA stops trials
-    return OptunaSearch(metric=spec.metric, mode="max", storage=storage, study_name=f"{spec.name}-{task}", seed=spec.seeds[0])
+    # TPE (Optuna's default sampler); Ray's OptunaSearch never prunes: ASHA stops trials.
+    # StudySearch: OptunaSearch whose --resume keeps the study and Tune's trials consistent
+    return StudySearch(metric=spec.metric, mode="max", storage=storage, study_name=f"{spec.name}-{task}", seed=spec.seeds[0])
 

@@ -4,7 +4,9 @@ store is never written by many processes at once.
 ``SweepLogger`` is a ``tune.Callback``: it creates one child run per member trial (also for
 members fused in one Ray trial), logs every evaluation record with ``step = optimizer step``,
 and closes the child when its Ray trial ends, with the artifacts taken from the trial's last
-persisted checkpoint (which works the same for local and cloud storage).
+persisted checkpoint (which works the same for local and cloud storage). A trial the scheduler
+(ASHA) stopped has no result.json of its own: the logger writes one (status ``stopped``, its
+best score so far) beside the prompt of its last evaluation that the checkpoint holds.
 
 Idempotent, so ``--resume``, trial retries and a re-run of an ended trial neither duplicate nor
 lose anything: a child run is looked up by its ``superpos.trial_id`` tag under the parent
@@ -16,13 +18,14 @@ driver was down).
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 import time
 from pathlib import Path
 
 from ray import tune
 
-from superpos.train import CONFIG_FILE, PROMPT_FILE, RESULT_FILE
+from superpos.train import CONFIG_FILE, METRICS_FILE, PROMPT_FILE, RESULT_FILE
 
 from trainables.spec import Member
 from trainables.trainable import MEMBERS_KEY, members_of
@@ -170,7 +173,9 @@ class SweepLogger(tune.Callback):
                 self.client.set_tag(run_id, "status", entry["status"])
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.close(trial, default_status="stopped", run_status="FINISHED")  # ASHA-stopped: no result.json
+        # a trial that ended by itself has result.json in its checkpoint; one without was
+        # stopped by the scheduler (ASHA) after some evaluation
+        self.close(trial, default_status="stopped", run_status="FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.close(trial, default_status="failed", run_status="FAILED")
@@ -186,15 +191,64 @@ class SweepLogger(tune.Callback):
                 d = root / m.id if root is not None else None
                 status = default_status
                 if d is not None and d.is_dir():
-                    for line in (d / "metrics.jsonl").read_text().splitlines() if (d / "metrics.jsonl").exists() else []:
-                        self.log_record(m.id, json.loads(line))
+                    records = [json.loads(line) for line in (d / METRICS_FILE).read_text().splitlines()] if (d / METRICS_FILE).exists() else []
+                    for record in records:
+                        self.log_record(m.id, record)
                     if (d / RESULT_FILE).exists():
                         status = json.loads((d / RESULT_FILE).read_text())["status"]
+                    elif default_status == "stopped":
+                        (d / RESULT_FILE).write_text(json.dumps(stopped_result(records, d / PROMPT_FILE), indent=2) + "\n")
                     for name in (PROMPT_FILE, CONFIG_FILE, RESULT_FILE):
                         if (d / name).exists():
                             self.client.log_artifact(run_id, str(d / name))
                 self.client.set_tag(run_id, "status", status)
                 self.client.set_terminated(run_id, "FINISHED" if status in ("finished", "diverged", "stopped") else run_status)
+
+
+def stopped_result(records: list[dict], prompt: Path) -> dict:
+    """result.json of a trial stopped early by the scheduler, in the Trainer's format
+    (``superpos.train``): the best score so far, from its evaluation records; the trainable
+    parameter count from its prompt's metadata (None without a prompt)."""
+    best = None
+    for r in records:
+        if math.isfinite(r["score"]) and (best is None or r["score"] > best["score"]):
+            best = r  # the first evaluation with the best score, as the Trainer counts it
+    last = records[-1] if records else {}
+    n = None
+    if prompt.exists():
+        from safetensors import safe_open
+
+        with safe_open(str(prompt), framework="pt") as f:
+            n = (f.metadata() or {}).get("trainable_parameters")
+    return {
+        "status": "stopped",
+        "message": f"stopped early by the trial scheduler (ASHA) after {len(records)} evaluation(s), at step {last.get('step', 0)}",
+        "best_score": best["score"] if best else None,
+        "best_test_score": last.get("best_test_score"),
+        "best_step": best["step"] if best else -1,
+        "best_epoch": best["epoch"] if best else -1.0,
+        "steps": last.get("step", 0),
+        "examples": last.get("examples", 0),
+        "trainable_parameters": int(n) if n is not None else None,
+    }
+
+
+def drop_lost_runs(tracking_uri: str, parent_run_id: str, task: str, kept: set[str]) -> list[str]:
+    """On ``--resume`` of a search: the child runs of ``task`` that are still running but whose
+    Ray trial is not in the restored Tune snapshot (``kept``). Their Ray trials were created
+    after the snapshot that a killed driver left and will never run again (Optuna re-queues
+    their trials for new Ray trials, trainables/searcher.py), so each is ended (tag status
+    ``lost``, run status KILLED) and deleted (MLflow's soft delete: hidden from searches and the
+    UI, restorable), leaving one child run per trial. Returns their trial ids."""
+    client = client_for(tracking_uri)
+    exp = client.get_run(parent_run_id).info.experiment_id
+    runs = client.search_runs([exp], filter_string=f"tags.`{PARENT}` = '{parent_run_id}' and tags.task = '{task}'", max_results=50000)
+    lost = [r for r in runs if r.data.tags.get("status") == "running" and r.data.tags.get(TRIAL_ID) not in kept]
+    for r in lost:
+        client.set_tag(r.info.run_id, "status", "lost")
+        client.set_terminated(r.info.run_id, "KILLED")
+        client.delete_run(r.info.run_id)
+    return [r.data.tags.get(TRIAL_ID, "") for r in lost]
 
 
 def child_statuses(tracking_uri: str, parent_run_id: str) -> list[tuple[str, str]]:

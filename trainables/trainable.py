@@ -9,7 +9,9 @@ the trainable calls ``tune.report`` once with
   callback (tracking.py) splits into one child run per member,
 * a checkpoint: a directory with one sub-directory per member holding that member's out_dir
   (config.json, metrics.jsonl, checkpoint/state.pt, and once ended result.json and
-  prompt.safetensors).
+  prompt.safetensors). Under a trial scheduler (ASHA; trial-config key ``prompt_every_eval``)
+  a running member's sub-directory also holds the prompt.safetensors of its latest
+  evaluation, so a trial the scheduler stops still has a prompt to log (tracking.py).
 
 Resume: ``tune.get_checkpoint()`` is copied back into each member's out_dir before the Trainer
 is built; the Trainer then resumes from ``<out_dir>/checkpoint/state.pt`` by itself. Members
@@ -28,13 +30,15 @@ import tempfile
 from pathlib import Path
 
 from superpos.config import TrainConfig
-from superpos.train import RESULT_FILE, Callback, Trainer, Trial
+from superpos.train import PROMPT_FILE, RESULT_FILE, Callback, Trainer, Trial, save_prompt
 
 from trainables.spec import Member
 
 #: trial-config keys: grid trials carry their members, search trials a base plus sampled keys
 MEMBERS_KEY = "members"
 BASE_KEY = "base"
+#: trial-config flag (set under a scheduler): every checkpoint carries each running member's prompt
+PROMPT_EVERY_EVAL_KEY = "prompt_every_eval"
 
 
 class TrialGroup(str):
@@ -71,7 +75,7 @@ def members_of(config: dict, ray_trial_id: str) -> list[Member]:
         group = json.loads(str.__str__(config[MEMBERS_KEY]))
         return [Member(d["id"], TrainConfig.from_flat(d["config"], "trial config").resolve()) for d in group]
     flat = json.loads(config[BASE_KEY])
-    flat.update({k: v for k, v in config.items() if k != BASE_KEY})
+    flat.update({k: v for k, v in config.items() if k not in (BASE_KEY, PROMPT_EVERY_EVAL_KEY)})
     # sampled by the searcher: the Ray trial id is the stable id (kept by Tuner.restore)
     return [Member(ray_trial_id, TrainConfig.from_flat(flat, f"search trial {ray_trial_id}").resolve())]
 
@@ -102,8 +106,8 @@ def snapshot(members: list[Member], out_dirs: dict[str, Path], into: Path) -> No
 class _Reporter(Callback):
     """Collects one evaluation round of a group, then reports it to Tune with a checkpoint."""
 
-    def __init__(self, members: list[Member], out_dirs: dict[str, Path], out_root: Path):
-        self.members, self.out_dirs, self.out_root = members, out_dirs, out_root
+    def __init__(self, members: list[Member], out_dirs: dict[str, Path], out_root: Path, prompts: bool = False):
+        self.members, self.out_dirs, self.out_root, self.prompts = members, out_dirs, out_root, prompts
         self.ids = {str(d): m.id for m, d in ((m, out_dirs[m.id]) for m in members)}
         self.trainer: Trainer | None = None
         self.round: dict[str, dict] = {}
@@ -132,6 +136,13 @@ class _Reporter(Callback):
         }
         with tempfile.TemporaryDirectory(prefix="superpos-ckpt-") as tmp:
             snapshot(self.members, self.out_dirs, Path(tmp))
+            if self.prompts and self.trainer is not None:
+                # a member still running may be stopped by the scheduler after this report:
+                # its checkpoint then holds the prompt of this evaluation
+                for t in self.trainer.trials:
+                    mid = self.ids[str(t.out_dir)]
+                    if t.running and (Path(tmp) / mid).is_dir():
+                        save_prompt(t, Path(tmp) / mid / PROMPT_FILE)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
 
     def _latest(self, member: Member) -> dict | None:
@@ -153,7 +164,7 @@ def train_group(config: dict) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             restore_members(Path(d), members, out_dirs)
-    reporter = _Reporter(members, out_dirs, out_root)
+    reporter = _Reporter(members, out_dirs, out_root, prompts=bool(config.get(PROMPT_EVERY_EVAL_KEY)))
     pending = [m for m in members if status_of(out_dirs[m.id]) == "running"]
     if pending:
         trainer = Trainer([m.config for m in pending], [out_dirs[m.id] for m in pending], callbacks=[reporter], progress=False)

@@ -14,8 +14,10 @@
   saved encoder-decoder model works too.
 
 ``fast=True`` (T5 models only; opt-in, off by default) runs a Seq2SeqBackbone's training
-losses and greedy generation through ``fast_t5.FastT5``, a functional T5 forward over the
+losses, generation and ranking through ``fast_t5.FastT5``, a functional T5 forward over the
 same weights; on CUDA its blocks are ``torch.compile``d, on CPU they run eagerly.
+``evaluation`` ("generate" or "rank", see seq2seq.py) applies to seq2seq backbones; encoder
+backbones always score the classes (encoder.py), so they take "generate", the default, only.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ import torch
 from superpos.backbones.base import Backbone
 from superpos.backbones.encoder import HEADS, EncoderBackbone
 from superpos.backbones.fast_t5 import FastT5
-from superpos.backbones.seq2seq import Seq2SeqBackbone
-from superpos.errors import ConfigError
+from superpos.backbones.seq2seq import EVALUATIONS, Seq2SeqBackbone
+from superpos.errors import ConfigError, choose
 
 PRESETS = ("tiny-t5", "minilm")
 HUB_MODELS = ("google/t5-small-lm-adapt", "google/t5-base-lm-adapt", "t5-base")
@@ -85,15 +87,21 @@ def build_tiny_t5(seed: int = 0):
 
 
 def load_backbone(
-    name: str, dropout: bool = True, head: str = "similarity", device: str | torch.device = "cpu", fast: bool = False
+    name: str,
+    dropout: bool = True,
+    head: str = "similarity",
+    device: str | torch.device = "cpu",
+    fast: bool = False,
+    evaluation: str = "generate",
 ) -> Backbone:
     """Load, freeze and place a backbone. On CUDA the frozen weights are bf16 (see train.py)."""
     check_model_name(name)
+    choose("evaluation", evaluation, EVALUATIONS)
     from transformers import AutoModel, AutoModelForSeq2SeqLM, AutoTokenizer
 
     if name == "tiny-t5":
         model, tok = build_tiny_t5()
-        backbone: Backbone = Seq2SeqBackbone(model, tok, name, dropout)
+        backbone: Backbone = Seq2SeqBackbone(model, tok, name, dropout, evaluation)
     elif name == "minilm":
         path = minilm_path()
         if head not in HEADS:
@@ -101,7 +109,9 @@ def load_backbone(
         backbone = EncoderBackbone(AutoModel.from_pretrained(path), AutoTokenizer.from_pretrained(path), name, dropout, head)
     else:
         model = AutoModelForSeq2SeqLM.from_pretrained(name)
-        backbone = Seq2SeqBackbone(model, AutoTokenizer.from_pretrained(name), name, dropout)
+        backbone = Seq2SeqBackbone(model, AutoTokenizer.from_pretrained(name), name, dropout, evaluation)
+    if evaluation != "generate" and not isinstance(backbone, Seq2SeqBackbone):
+        raise ConfigError(f"evaluation {evaluation!r} is for seq2seq models; {name!r} is an encoder that scores its classes (allowed: generate)")
     model = backbone.model
     gen = getattr(model, "generation_config", None)
     if gen is not None:

@@ -30,7 +30,10 @@ Under autocast or with bf16 weights (the Trainer casts frozen weights to bf16 on
 matmuls run in bf16 and the norms accumulate in fp32, as in HF. With ``compile=True`` each
 encoder and decoder block is one ``torch.compile``d function whose weights are arguments, so
 one graph serves every layer and the norms, activations and residual adds fuse around the
-matmuls. Tests: tests/test_fast_t5.py (fp32 on CPU, equal to HF within 1e-5).
+matmuls. Training losses go through ``LinearCrossEntropy``, which never materialises the
+(tokens x vocabulary) logits, and generation puts only the newest position through the LM
+head. Tests: tests/test_fast_t5.py (fp32 on CPU, equal to HF within 1e-5; the compiled
+blocks, built by Inductor's CPU backend there, equal to the eager ones).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from transformers.activations import ACT2FN
 
-from superpos.backbones.seq2seq import loss_sums
+from superpos.backbones.seq2seq import IGNORE
 
 
 def rms_norm(x, weight, eps):
@@ -107,11 +110,13 @@ def aligned_mask(mask_fn, width, device):
 
     SDPA's memory-efficient CUDA kernel needs 16-byte aligned mask rows: an unaligned mask
     (width 138, say) would be padded by a copy in every layer, forward and backward. CPU
-    kernels want a contiguous mask instead.
+    kernels want a contiguous mask instead. Either way the mask is made contiguous here, once
+    a forward: ``compute_bias`` returns a permuted view, and the sum with the padding mask
+    keeps its strides, which SDPA would copy in every layer, forward and backward.
     """
     if device.type != "cuda":
-        return mask_fn(width)
-    return mask_fn(width + (-width % 8))[..., :width]
+        return mask_fn(width).contiguous()
+    return mask_fn(width + (-width % 8)).contiguous()[..., :width]
 
 
 def padding_mask(attention_mask, dtype):
@@ -123,6 +128,52 @@ def compute_dtype(x):
     """The dtype activations have inside the matmuls: autocast's, else the input's."""
     device = x.device.type
     return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+
+
+class LinearCrossEntropy(torch.autograd.Function):
+    """Token cross-entropies of ``hidden @ weight.T`` (a frozen LM head) without keeping the logits.
+
+    The (N, V) logits of a fused group are the largest tensors of a step (K = 16 trials x 32
+    x 4 targets x 32k vocabulary: 260 MB in fp32), and every pass over them is memory-bound.
+    So rows are taken a chunk at a time: logits, log-sum-exp, the token loss and the gradient
+    w.r.t. ``hidden``, ``(softmax - onehot) @ weight``, all in the forward; the backward only
+    scales that stored (N, d) gradient by each token's incoming gradient. The head is frozen,
+    so no gradient w.r.t. ``weight`` is formed. Logits and their softmax are fp32, as in
+    ``loss_sums``; IGNORE targets get loss 0 and gradient 0 (Liger-Kernel's fused linear
+    cross-entropy does the same on GPU).
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, chunk_elements):
+        n, vocab = hidden.shape[0], weight.shape[0]
+        rows = max(1, chunk_elements // vocab)
+        losses = torch.empty(n, dtype=torch.float32, device=hidden.device)
+        grad = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+        for start in range(0, n, rows):
+            part = slice(start, start + rows)
+            logits = F.linear(hidden[part], weight).float()
+            tgt = targets[part]
+            valid = tgt != IGNORE
+            index = tgt.clamp(min=0)[:, None]
+            lse = torch.logsumexp(logits, dim=-1)
+            losses[part] = (lse - logits.gather(1, index)[:, 0]) * valid
+            if grad is not None:
+                probs = logits.sub_(lse[:, None]).exp_()
+                probs.scatter_add_(1, index, -valid[:, None].to(probs.dtype))
+                probs.mul_(valid[:, None])
+                grad[part] = (probs.to(weight.dtype) @ weight).to(grad.dtype)
+        ctx.save_for_backward(grad)
+        return losses
+
+    @staticmethod
+    def backward(ctx, grad_losses):
+        (grad,) = ctx.saved_tensors
+        return grad * grad_losses[:, None].to(grad.dtype), None, None, None
+
+
+#: logits computed at once by LinearCrossEntropy: 4 MB of fp32, a cache-sized chunk on CPU;
+#: on CUDA large enough (256 MB) that a chunk is one efficient matmul
+CHUNK_ELEMENTS = {"cpu": 2**20, "cuda": 2**26}
 
 
 class FastT5:
@@ -159,7 +210,7 @@ class FastT5:
         return F.dropout(rms_norm(x, enc.final_layer_norm.weight, enc.final_layer_norm.variance_epsilon), kw["p"])
 
     def decode(self, decoder_input_ids, memory, attention_mask):
-        """LM logits (B, T, vocab) for decoder inputs over encoder states ``memory``."""
+        """Decoder output states (B, T, d) for decoder inputs over encoder states ``memory``, as the LM head takes them."""
         dec, kw, cfg = self.model.decoder, self._kwargs(), self.model.config
         y = dec.embed_tokens(decoder_input_ids)
         T, dtype = y.shape[1], compute_dtype(memory)
@@ -180,16 +231,23 @@ class FastT5:
         # original T5 scales before its tied head; v1.1 (untied) does not (older transformers: no such key)
         if getattr(cfg, "scale_decoder_outputs", cfg.tie_word_embeddings):
             y = y * cfg.d_model**-0.5
-        return F.linear(y, self.model.lm_head.weight)
+        return y
+
+    def logits(self, decoder_input_ids, memory, attention_mask):
+        """LM logits (B, T, vocab) for decoder inputs over encoder states ``memory``."""
+        return F.linear(self.decode(decoder_input_ids, memory, attention_mask), self.model.lm_head.weight)
 
     def __call__(self, inputs_embeds, attention_mask, decoder_input_ids):
         """Logits, as ``model(inputs_embeds=..., attention_mask=..., decoder_input_ids=...).logits``."""
-        return self.decode(decoder_input_ids, self.encode(inputs_embeds, attention_mask), attention_mask)
+        return self.logits(decoder_input_ids, self.encode(inputs_embeds, attention_mask), attention_mask)
 
     def example_losses(self, inputs_embeds, attention_mask, targets, groups=None):
-        """Per-example token-loss sums and counts: ``Seq2SeqBackbone.example_losses``' contract."""
+        """Per-example token-loss sums and counts: ``Seq2SeqBackbone.example_losses``' contract (via LinearCrossEntropy)."""
         decoder_input_ids = self.model.prepare_decoder_input_ids_from_labels(labels=targets)
-        return loss_sums(self(inputs_embeds, attention_mask, decoder_input_ids), targets)
+        states = self.decode(decoder_input_ids, self.encode(inputs_embeds, attention_mask), attention_mask)
+        chunk = CHUNK_ELEMENTS.get(states.device.type, CHUNK_ELEMENTS["cuda"])
+        losses = LinearCrossEntropy.apply(states.flatten(0, 1), self.model.lm_head.weight, targets.flatten(), chunk)
+        return losses.view(targets.shape).sum(1), (targets != IGNORE).sum(1)
 
     @torch.no_grad()
     def generate(self, inputs_embeds, attention_mask, max_new_tokens):
@@ -204,7 +262,8 @@ class FastT5:
         ids = torch.full((memory.shape[0], 1), cfg.decoder_start_token_id, dtype=torch.long, device=memory.device)
         done = torch.zeros(memory.shape[0], dtype=torch.bool, device=memory.device)
         for _ in range(max_new_tokens):
-            token = self.decode(ids, memory, attention_mask)[:, -1].argmax(-1).masked_fill(done, cfg.pad_token_id)
+            last = self.decode(ids, memory, attention_mask)[:, -1]  # only the newest position goes through the LM head
+            token = F.linear(last, self.model.lm_head.weight).argmax(-1).masked_fill(done, cfg.pad_token_id)
             ids = torch.cat([ids, token[:, None]], dim=1)
             done |= token == cfg.eos_token_id
             if done.all():

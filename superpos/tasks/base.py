@@ -98,6 +98,14 @@ class Task:
             return [str(i) for i in range(len(self.labels))]
         return list(self.labels)
 
+    def candidate_texts(self, template: str = "t5") -> list[str]:
+        """Every target text the task can have: the label texts, or the regression grid
+        (STS-B: ``"0.0", "0.2", ..., "5.0"``), for rank classification and generation budgets."""
+        if self.regression:
+            lo, hi = self.value_range
+            return [f"{step / 5:.1f}" for step in range(round(lo * 5), round(hi * 5) + 1)]
+        return self.label_texts(template)
+
     def target_text(self, label: int | float, template: str = "t5") -> str:
         if self.regression:
             return f"{round(float(label) * 5) / 5:.1f}"
