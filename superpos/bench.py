@@ -148,6 +148,7 @@ def training_loop(backbone, device):
 
     loop = Trainer.__new__(Trainer)
     loop.backbone, loop.device = backbone, torch.device(device)
+    loop.fused_width, loop.halve_on_oom = 2**30, False  # every trial of a row in one forward; OOM ends the row
     return loop
 
 

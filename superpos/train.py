@@ -27,6 +27,7 @@ import json
 import math
 import os
 import shutil
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -144,6 +145,10 @@ def prepare_out_dir(config: TrainConfig, out_dir: Path, overwrite: bool) -> bool
     return True
 
 
+def trainable_params(trial: Trial) -> list[torch.nn.Parameter]:
+    return [p for m in trial.trainable_modules().values() for p in m.parameters() if p.requires_grad]
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -170,6 +175,9 @@ def lr_lambda(schedule: str, warmup: int, total: int):
 
 
 class Trainer:
+    #: halve ``fused_width`` on CUDA out of memory (the benchmark turns it off: there OOM is a result)
+    halve_on_oom = True
+
     def __init__(
         self,
         configs: Sequence[TrainConfig],
@@ -208,6 +216,8 @@ class Trainer:
         self.eval_split = encode(splits.validation, first.max_eval_examples)
         self.test_split = encode(splits.test, first.max_eval_examples) if splits.test is not None else None
         self.trials = [self._build_trial(c, d) for c, d in zip(self.configs, self.out_dirs)]
+        #: most trials that share one forward; halved when the GPU runs out of memory (_by_width)
+        self.fused_width = len(self.trials)
         if self.device.type == "cuda" and not any(t.method.trains_backbone for t in self.trials):
             self.backbone.model.to(torch.bfloat16)  # frozen weights in bf16; trainables stay fp32
 
@@ -325,8 +335,40 @@ class Trainer:
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else torch.autocast("cpu", enabled=False)
 
+    def _by_width(self, trials: Sequence[Trial], run, keeps_grads: bool = False) -> list:
+        """``run(indices)`` over consecutive chunks of at most ``fused_width`` trials, results concatenated.
+
+        The group size from memory: a sweep packs up to ``group_size`` trials into a group; when
+        they do not fit through one forward on the GPU, CUDA's out-of-memory error halves the
+        width for the rest of the run and the chunk that failed is redone, after restoring any
+        gradient it had added (``keeps_grads``: gradient accumulation). A generous group size
+        costs no trial, and results are the same at every width, since trials never mix.
+        """
+        out, start = [], 0
+        while start < len(trials):
+            chunk = list(range(start, min(start + self.fused_width, len(trials))))
+            saved = [(p, None if p.grad is None else p.grad.clone()) for i in chunk for p in trainable_params(trials[i])] if keeps_grads else []
+            try:
+                out += run(chunk)
+                start += len(chunk)
+                continue
+            except torch.cuda.OutOfMemoryError:
+                if len(chunk) == 1 or not self.halve_on_oom:
+                    raise
+            # out of the except block, whose traceback holds the failed chunk's activations
+            for p, grad in saved:
+                p.grad = grad
+            self.fused_width = len(chunk) // 2
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            print(f"out of GPU memory with {len(chunk)} trials fused: {self.fused_width} a forward from now on", file=sys.stderr)
+        return out
+
     def train_step(self, trials: Sequence[Trial], batches: Sequence[Batch]) -> list[float]:
-        """Forward/backward of one micro-batch per trial; returns each trial's mean loss."""
+        """Forward/backward of one micro-batch per trial (``fused_width`` trials a forward); returns each trial's mean loss."""
+        return self._by_width(trials, lambda chunk: self._train_fused([trials[i] for i in chunk], [batches[i] for i in chunk]), keeps_grads=True)
+
+    def _train_fused(self, trials: Sequence[Trial], batches: Sequence[Batch]) -> list[float]:
         with self._autocast():
             embeds, masks, groups = self._fuse(trials, batches)
             tgt_width = max(b.targets.shape[1] for b in batches)
@@ -371,11 +413,15 @@ class Trainer:
         pad = self.backbone.tokenizer.pad_token_id
         for start in range(0, len(order), bs):
             batch = collate(split, order[start : start + bs], pad, self.device)
-            with self._autocast():
-                embeds, masks, groups = self._fuse(trials, [batch] * len(trials))
-                out = self.backbone.predict(embeds, masks, self.task, self.configs[0].template, groups)
-            for k, group in enumerate(groups):
-                for i, p in zip(batch.indices, out[group.rows]):
+
+            def predict(chunk):
+                with self._autocast():
+                    embeds, masks, groups = self._fuse([trials[k] for k in chunk], [batch] * len(chunk))
+                    out = self.backbone.predict(embeds, masks, self.task, self.configs[0].template, groups)
+                return [out[group.rows] for group in groups]
+
+            for k, trial_preds in enumerate(self._by_width(trials, predict)):
+                for i, p in zip(batch.indices, trial_preds):
                     preds[k][i] = p
         self.backbone.train()
         for t in trials:

@@ -125,6 +125,38 @@ def test_fused_trials_equal_solo_runs(data_dir, tmp_path):
             assert a["score"] == b["score"] and a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
 
 
+def test_out_of_gpu_memory_halves_the_fused_width_and_changes_no_result(data_dir, tmp_path, monkeypatch):
+    """A group that does not fit through one forward: CUDA's out-of-memory error (faked: in the
+    forward of more than 2 trials, then once in the backward of 2, after a gradient had been
+    accumulated) halves the width, 4 -> 2 -> 1; the failed chunk is redone with its gradients
+    restored, and every trial ends as it would alone."""
+    configs = [tiny(data_dir, method=method, seed=seed, grad_accum=2, batch_size=4)
+               for seed, method in enumerate(("superpos", "simple", "superpos", "simple"))]
+    trainer = Trainer(configs, [tmp_path / f"fused{k}" for k in range(4)], progress=False)
+    real = trainer.backbone.example_losses
+
+    def fits_two_trials(embeds, masks, targets, groups=None):
+        if len(groups) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (faked)")
+        return real(embeds, masks, targets, groups)
+
+    monkeypatch.setattr(trainer.backbone, "example_losses", fits_two_trials)
+    accumulated = []
+
+    def out_of_memory_once_after_accumulating(param):
+        # the second micro-batch of an optimizer step: the gradient holds both micro-batches now
+        if not accumulated and trainer.fused_width == 2 and trainer.trials[0].state.batch_in_epoch % 2 == 1:
+            accumulated.append(param.grad.clone())
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (faked, in backward)")
+
+    trainer.trials[0].method.p_prime.register_post_accumulate_grad_hook(out_of_memory_once_after_accumulating)
+    trainer.fit()
+    assert trainer.fused_width == 1 and accumulated
+    for k, config in enumerate(configs):
+        run(config, tmp_path / f"solo{k}", progress=False)
+        torch.testing.assert_close(prompt_of(tmp_path / f"fused{k}")["prompt"], prompt_of(tmp_path / f"solo{k}")["prompt"], rtol=0, atol=1e-5)
+
+
 def test_a_diverging_member_leaves_its_group_untouched(data_dir, tmp_path, monkeypatch):
     configs = [tiny(data_dir, method="simple"), tiny(data_dir, method="superpos")]
     run(configs[1], tmp_path / "solo", progress=False)
