@@ -5,7 +5,7 @@ glibc serves every allocation above its mmap threshold (at most 32 MiB) with a f
 faults and zeroing of every page, on every step. A fused group's activations cross that line
 first: at tiny-t5 size, 4 trials x 32 examples make a 39 MiB attention mask and 62 MiB of
 logits a step through Hugging Face's T5, and `superpos bench --device cpu` measured fused
-training at 0.75-0.79x of 4 sequential trials with glibc's defaults and 1.06-1.21x with this
+training at 0.75-0.79x of 4 sequential trials with glibc's defaults and 1.06-1.22x with this
 setting (README, Benchmarks).
 PyTorch's CPU performance guide recommends jemalloc or TCMalloc for the same reason; this is
 the same effect without a preloaded library: ``M_MMAP_MAX = 0`` (no mmap: the heap serves
