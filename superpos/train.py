@@ -104,8 +104,11 @@ class Trial:
     def trainable_modules(self) -> dict:
         return {"method": self.method, **({"head": self.head} if self.head is not None else {})}
 
-    def trainable_parameters(self) -> int:
-        return self.method.num_trainable() + (sum(p.numel() for p in self.head.parameters()) if self.head is not None else 0)
+    def trainable_params(self) -> list[torch.nn.Parameter]:
+        return [p for m in self.trainable_modules().values() for p in m.parameters() if p.requires_grad]
+
+    def num_trainable(self) -> int:
+        return sum(p.numel() for p in self.trainable_params())
 
 
 def save_prompt(trial: Trial, path: Path) -> None:
@@ -114,7 +117,7 @@ def save_prompt(trial: Trial, path: Path) -> None:
     tensors = {k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in trial.method.export().items()}
     if trial.head is not None:
         tensors.update({f"head.{k}": v.detach().cpu() for k, v in trial.head.state_dict().items()})
-    meta = {"method": trial.config.method, "task": trial.config.task, "step": str(trial.state.step), "trainable_parameters": str(trial.trainable_parameters())}
+    meta = {"method": trial.config.method, "task": trial.config.task, "step": str(trial.state.step), "trainable_parameters": str(trial.num_trainable())}
     save_file(tensors, path, metadata=meta)
 
 
@@ -143,10 +146,6 @@ def prepare_out_dir(config: TrainConfig, out_dir: Path, overwrite: bool) -> bool
             " pass --overwrite to replace it or use the same settings to resume"
         )
     return True
-
-
-def trainable_params(trial: Trial) -> list[torch.nn.Parameter]:
-    return [p for m in trial.trainable_modules().values() for p in m.parameters() if p.requires_grad]
 
 
 def pick_device(name: str) -> torch.device:
@@ -347,7 +346,7 @@ class Trainer:
         out, start = [], 0
         while start < len(trials):
             chunk = list(range(start, min(start + self.fused_width, len(trials))))
-            saved = [(p, None if p.grad is None else p.grad.clone()) for i in chunk for p in trainable_params(trials[i])] if keeps_grads else []
+            saved = [(p, None if p.grad is None else p.grad.clone()) for i in chunk for p in trials[i].trainable_params()] if keeps_grads else []
             try:
                 out += run(chunk)
                 start += len(chunk)
@@ -468,7 +467,7 @@ class Trainer:
                 "best_epoch": trial.state.best_epoch,
                 "steps": trial.state.step,
                 "examples": trial.state.examples,
-                "trainable_parameters": trial.trainable_parameters(),
+                "trainable_parameters": trial.num_trainable(),
             }
             (trial.out_dir / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")
             # an ended run is never resumed: its optimizer state (3x the weights for full
