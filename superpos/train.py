@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import sys
 from dataclasses import asdict, dataclass, field
@@ -33,7 +32,6 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from safetensors.torch import save_file
 
 from superpos import metrics as metric_fns
 from superpos.backbones import load_backbone
@@ -44,15 +42,9 @@ from superpos.data import Batch, EncodedSplit, collate, encode_split
 from superpos.errors import ConfigError
 from superpos.methods import build_method
 from superpos.methods.base import PromptMethod
+from superpos.run_dir import CHECKPOINT_DIR, CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, PROMPT_FILE, RESULT_FILE, prepare_out_dir, read_checkpoint, save_prompt, write_checkpoint
 from superpos.tasks import get_task
 from superpos.tasks.splits import load_splits
-
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.jsonl"
-PROMPT_FILE = "prompt.safetensors"
-RESULT_FILE = "result.json"
-CHECKPOINT_DIR = "checkpoint"
-CHECKPOINT_FILE = "state.pt"
 
 RUNNING, FINISHED, DIVERGED = "running", "finished", "diverged"
 
@@ -109,43 +101,6 @@ class Trial:
 
     def num_trainable(self) -> int:
         return sum(p.numel() for p in self.trainable_params())
-
-
-def save_prompt(trial: Trial, path: Path) -> None:
-    """The trial's trained tensors as they are now (the method's export, ``head.*`` for a head),
-    fp32, with method, task, optimizer step and trainable parameter count as metadata."""
-    tensors = {k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in trial.method.export().items()}
-    if trial.head is not None:
-        tensors.update({f"head.{k}": v.detach().cpu() for k, v in trial.head.state_dict().items()})
-    meta = {"method": trial.config.method, "task": trial.config.task, "step": str(trial.state.step), "trainable_parameters": str(trial.num_trainable())}
-    save_file(tensors, path, metadata=meta)
-
-
-def prepare_out_dir(config: TrainConfig, out_dir: Path, overwrite: bool) -> bool:
-    """Check an output directory before any work; returns True if it holds a run to resume.
-
-    A finished (or diverged) run is refused unless ``overwrite``; an unfinished run with the
-    same config is resumed; one with another config is refused, naming the differing keys.
-    Nothing is deleted here: ``overwrite`` clears the directory only once training starts.
-    """
-    if not out_dir.exists() or not any(out_dir.iterdir()):
-        return False
-    if overwrite:
-        return False
-    if (out_dir / RESULT_FILE).exists():
-        status = json.loads((out_dir / RESULT_FILE).read_text()).get("status", "?")
-        raise ConfigError(f"output directory {out_dir} already holds a {status} run; pass --overwrite to replace it")
-    config_path = out_dir / CONFIG_FILE
-    if not config_path.exists():
-        raise ConfigError(f"output directory {out_dir} is not empty and holds no superpos run; choose another --out or pass --overwrite")
-    previous = TrainConfig.load(config_path).to_dict()
-    differing = sorted(k for k, v in config.to_dict().items() if previous.get(k) != v)
-    if differing:
-        raise ConfigError(
-            f"output directory {out_dir} holds an unfinished run with another config (differs in: {', '.join(differing)});"
-            " pass --overwrite to replace it or use the same settings to resume"
-        )
-    return True
 
 
 def pick_device(name: str) -> torch.device:
@@ -260,7 +215,6 @@ class Trainer:
         path = self._checkpoint_path(trial)
         if path is None:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
         state = asdict(trial.state)
         state["history"] = json.dumps(state["history"])
         payload = {
@@ -271,15 +225,13 @@ class Trainer:
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
-        tmp = path.with_suffix(".tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, path)  # atomic: a kill mid-write leaves the previous checkpoint intact
+        write_checkpoint(payload, path)
 
     def load_checkpoint(self, trial: Trial) -> bool:
         path = self._checkpoint_path(trial)
         if path is None or not path.exists():
             return False
-        payload = torch.load(path, weights_only=True, map_location="cpu")
+        payload = read_checkpoint(path)
         for name, module in trial.trainable_modules().items():
             module.load_state_dict(payload["trainable"][name])
         trial.optimizer.load_state_dict(payload["optimizer"])

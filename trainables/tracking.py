@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ray import tune
 
-from superpos.train import CONFIG_FILE, METRICS_FILE, PROMPT_FILE, RESULT_FILE
+from superpos.run_dir import CONFIG_FILE, METRICS_FILE, PROMPT_FILE, RESULT_FILE
 
 from trainables.spec import Member
 from trainables.trainable import MEMBERS_KEY, members_of

@@ -30,7 +30,8 @@ import tempfile
 from pathlib import Path
 
 from superpos.config import TrainConfig
-from superpos.train import PROMPT_FILE, RESULT_FILE, Callback, Trainer, Trial, save_prompt
+from superpos.run_dir import PROMPT_FILE, RESULT_FILE, save_prompt
+from superpos.train import Callback, Trainer, Trial
 
 from trainables.spec import Member
 
