@@ -40,9 +40,9 @@ from superpos.config import TrainConfig
 from superpos.cpu_allocator import retain_freed_memory
 from superpos.data import Batch, EncodedSplit, collate, encode_split
 from superpos.errors import ConfigError
-from superpos.methods import build_method
+from superpos.methods import build_method, check_vocabulary
 from superpos.methods.base import PromptMethod
-from superpos.run_dir import CHECKPOINT_DIR, CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, PROMPT_FILE, RESULT_FILE, prepare_out_dir, read_checkpoint, save_prompt, write_checkpoint
+from superpos.run_dir import CHECKPOINT_DIR, CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, PROMPT_FILE, RESULT_FILE, clear_run, prepare_out_dir, read_checkpoint, save_prompt, write_checkpoint
 from superpos.tasks import get_task
 from superpos.tasks.splits import load_splits
 
@@ -103,6 +103,12 @@ class Trial:
         return sum(p.numel() for p in self.trainable_params())
 
 
+def params_finite(trial: Trial) -> bool:
+    """One reduction a tensor and one sync: a NaN or inf anywhere makes its sum non-finite (so
+    does a sum past fp32's range, which only a diverged prompt reaches)."""
+    return bool(torch.isfinite(torch.stack([p.detach().float().sum() for p in trial.trainable_params()]).sum()))
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -150,6 +156,8 @@ class Trainer:
         self._check_group()
         self.resume = [prepare_out_dir(c, d, overwrite) if d else False for c, d in zip(self.configs, self.out_dirs)]
         self.overwrite = overwrite
+        for c in self.configs:  # from the tokenizer alone: a bad m costs no model load
+            check_vocabulary(c.method_config(), c.model)
 
         first = self.configs[0]
         self.device = pick_device(first.device)
@@ -229,9 +237,9 @@ class Trainer:
 
     def load_checkpoint(self, trial: Trial) -> bool:
         path = self._checkpoint_path(trial)
-        if path is None or not path.exists():
+        payload = read_checkpoint(path) if path is not None else None
+        if payload is None:
             return False
-        payload = read_checkpoint(path)
         for name, module in trial.trainable_modules().items():
             module.load_state_dict(payload["trainable"][name])
         trial.optimizer.load_state_dict(payload["optimizer"])
@@ -252,7 +260,7 @@ class Trainer:
         if trial.out_dir is None:
             return False
         if self.overwrite and trial.out_dir.exists():
-            shutil.rmtree(trial.out_dir)
+            clear_run(trial.out_dir)
         trial.out_dir.mkdir(parents=True, exist_ok=True)
         trial.config.save(trial.out_dir / CONFIG_FILE)
         if resume and self.load_checkpoint(trial):
@@ -467,6 +475,9 @@ class Trainer:
                     if (b + 1) % accum and not last_in_epoch:
                         continue
                     self.optimizer_step(t)
+                    if not params_finite(t):  # a huge lr: else the run could end on this prompt, 'finished'
+                        self._finish(t, DIVERGED, f"the trainable parameters became non-finite at step {s.step} (epoch {epoch}); the trial stopped")
+                        continue
                     if last_in_epoch:
                         s.epoch, s.batch_in_epoch = epoch + 1, 0
                     if last_in_epoch or (cfg.eval_every and s.step % cfg.eval_every == 0):

@@ -138,7 +138,7 @@ def test_bad_data_fails_before_training(tmp_path, capsys):
     write_original_split(tmp_path / "data" / "cb", "cb", "train", hub_records("cb", "train"))
     (tmp_path / "data" / "cb" / "validation.jsonl").write_text('{"premise": "p", "hypothesis": "h", "label": "neutral"')
     out = tmp_path / "run"
-    assert main(["train", "--task", "cb", "--data-dir", str(tmp_path / "data"), "--out", str(out), "--no-progress"]) == 2
+    assert main(["train", "--task", "cb", "--model", "tiny-t5", "--data-dir", str(tmp_path / "data"), "--out", str(out), "--no-progress"]) == 2
     assert "validation.jsonl, line 1: not a complete JSON object" in capsys.readouterr().err
     assert not (out / "metrics.jsonl").exists()
 

@@ -39,6 +39,8 @@ class AttemptConfig(MethodConfig):
         super().validate()
         if self.bottleneck < 1:
             raise ConfigError(f"bottleneck must be >= 1, got {self.bottleneck}")
+        if self.temperature is not None and not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ConfigError(f"temperature must be finite and > 0 (or unset for d*e), got {self.temperature}")
         for path in self.source_prompts:
             if not str(path).endswith(".safetensors"):
                 raise ConfigError(f"source prompt {path!r} is not a .safetensors file")

@@ -15,6 +15,7 @@ paper sets them per method.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
@@ -43,10 +44,10 @@ class MethodConfig:
         return cfg
 
     def validate(self) -> None:
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr}")
-        if self.weight_decay < 0:
-            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"lr must be finite and > 0, got {self.lr}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(f"weight_decay must be finite and >= 0, got {self.weight_decay}")
         if self.prompt_len < self.min_prompt_len:
             raise ConfigError(f"prompt_len must be >= {self.min_prompt_len}, got {self.prompt_len}")
 
