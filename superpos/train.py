@@ -103,10 +103,15 @@ class Trial:
         return sum(p.numel() for p in self.trainable_params())
 
 
-def params_finite(trial: Trial) -> bool:
-    """One reduction a tensor and one sync: a NaN or inf anywhere makes its sum non-finite (so
-    does a sum past fp32's range, which only a diverged prompt reaches)."""
-    return bool(torch.isfinite(torch.stack([p.detach().float().sum() for p in trial.trainable_params()]).sum()))
+@torch.no_grad()
+def trial_finite(trial: Trial) -> bool:
+    """Its parameters and, where there is one, its prompt (E p' can overflow with finite E and
+    p'): one reduction a tensor, one sync. A NaN or inf makes a sum non-finite; so does a sum
+    past fp32's range, which only a diverged trial reaches."""
+    sums = [p.float().sum() for p in trial.trainable_params()]
+    if not trial.method.input_dependent:
+        sums.append(trial.method.prompt_matrix().float().sum())
+    return bool(torch.isfinite(torch.stack(sums).sum()))
 
 
 def pick_device(name: str) -> torch.device:
@@ -475,8 +480,8 @@ class Trainer:
                     if (b + 1) % accum and not last_in_epoch:
                         continue
                     self.optimizer_step(t)
-                    if not params_finite(t):  # a huge lr: else the run could end on this prompt, 'finished'
-                        self._finish(t, DIVERGED, f"the trainable parameters became non-finite at step {s.step} (epoch {epoch}); the trial stopped")
+                    if not trial_finite(t):  # a huge lr: else the run could end on this prompt, 'finished'
+                        self._finish(t, DIVERGED, f"the trainable parameters or the prompt became non-finite at step {s.step} (epoch {epoch}); the trial stopped")
                         continue
                     if last_in_epoch:
                         s.epoch, s.batch_in_epoch = epoch + 1, 0
