@@ -13,10 +13,11 @@ decay, no LR scheduler by default, evaluation every epoch by greedy generation (
 classification is an option, not the paper's), invalid generations count as wrong, the
 reported score is the best validation score over training.
 
-Every evaluation appends a line to ``metrics.jsonl`` and writes an atomic checkpoint
-(trainable state, optimizer, scheduler, RNG states, data position, best score, history), so
-an interrupted run resumes where it stopped and ends as the uninterrupted one would (CPU).
-A loss that becomes NaN or inf ends that trial with status ``diverged``; the others go on.
+Every evaluation appends a line to ``metrics.jsonl`` and writes a checkpoint (trainable
+state, optimizer, scheduler, RNG states, data position, best score, history; the previous one
+kept as a fallback, see run_dir.py), so an interrupted run resumes where it stopped and ends
+as the uninterrupted one would (CPU). A loss that becomes NaN or inf, or parameters or a
+prompt that a step made non-finite, end that trial with status ``diverged``; the others go on.
 On CPU the process keeps the memory it frees for reuse (``superpos.cpu_allocator``; a fused
 group's large activations would otherwise be page-faulted in afresh at every step).
 """

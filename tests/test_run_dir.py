@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from superpos.cli import main
+from superpos.config import TrainConfig
 from superpos.errors import ConfigError
 from superpos.run_dir import CHECKPOINT_DIR, RUN_FILES, clear_run, read_checkpoint, write_checkpoint
 
@@ -34,7 +35,9 @@ def test_overwrite_refuses_a_folder_that_is_not_a_run(data_dir, tmp_path, capsys
 
 def test_overwrite_refuses_a_run_with_a_file_of_the_users(data_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    assert train(data_dir, out) == 0
+    out.mkdir()
+    TrainConfig(task="cb", method="simple").save(out / "config.json")
+    (out / "result.json").write_text('{"status": "finished"}')
     (out / "notes.txt").write_text("keep me")
     before = contents(out)
     assert train(data_dir, out, "--overwrite") == 2
