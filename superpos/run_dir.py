@@ -90,10 +90,13 @@ def prepare_out_dir(config: TrainConfig, out_dir: Path, overwrite: bool) -> bool
         raise ConfigError(f"output directory {out_dir} is not a superpos run (it {what}); choose another --out, a new or empty directory")
     if overwrite:
         return False
-    if (out_dir / RESULT_FILE).exists():
-        status = json.loads((out_dir / RESULT_FILE).read_text()).get("status", "?")
-        raise ConfigError(f"output directory {out_dir} already holds a {status} run; pass --overwrite to replace it")
-    previous = TrainConfig.load(out_dir / CONFIG_FILE).to_dict()
+    try:
+        if (out_dir / RESULT_FILE).exists():
+            status = json.loads((out_dir / RESULT_FILE).read_text()).get("status", "?")
+            raise ConfigError(f"output directory {out_dir} already holds a {status} run; pass --overwrite to replace it")
+        previous = TrainConfig.load(out_dir / CONFIG_FILE).to_dict()
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"output directory {out_dir} holds a damaged superpos run ({e}); pass --overwrite to replace it") from None
     differing = sorted(k for k, v in config.to_dict().items() if previous.get(k) != v)
     if differing:
         raise ConfigError(

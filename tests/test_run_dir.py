@@ -46,6 +46,15 @@ def test_overwrite_refuses_a_run_with_a_file_of_the_users(data_dir, tmp_path, ca
     assert contents(out) == before
 
 
+def test_a_damaged_run_is_refused_with_a_message(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text('{"task": "cb", ')  # cut short
+    assert train(data_dir, out) == 2
+    assert f"output directory {out} holds a damaged superpos run" in capsys.readouterr().err
+    assert (out / "config.json").read_text() == '{"task": "cb", '
+
+
 def test_out_naming_a_file_is_refused(data_dir, tmp_path, capsys):
     plain = tmp_path / "results.csv"
     plain.write_text("a,b\n")
