@@ -24,7 +24,7 @@ def assert_same_run(a: Path, b: Path) -> None:
 
 
 def test_truncated_checkpoint_mid_run_resumes_from_the_previous_one(data_dir, tmp_path, monkeypatch, capsys):
-    config = tiny(data_dir, epochs=2, checkpoint_every=1, dropout=True)
+    config = tiny(data_dir, epochs=2, max_train_examples=16, checkpoint_every=1, dropout=True)
     run(config, tmp_path / "full", progress=False)
 
     original, calls = Trainer.save_checkpoint, {"n": 0}
@@ -32,7 +32,7 @@ def test_truncated_checkpoint_mid_run_resumes_from_the_previous_one(data_dir, tm
     def save_truncate_die(self, trial):
         original(self, trial)
         calls["n"] += 1
-        if calls["n"] == 4:  # step 4 of 6, mid-epoch: the latest checkpoint is damaged, then the process dies
+        if calls["n"] == 3:  # step 3 of 4, mid-epoch: the latest checkpoint is damaged, then the process dies
             truncate(trial.out_dir / "checkpoint" / "state.pt")
             raise Interrupt
 
@@ -54,7 +54,7 @@ def test_ray_retry_after_a_truncated_checkpoint_falls_back(data_dir, tmp_path, m
     from trainables.spec import Member
     from trainables.trainable import grid_trial_config, train_group
 
-    config = tiny(data_dir, epochs=2, dropout=True).resolve()
+    config = tiny(data_dir, epochs=2, max_train_examples=16, dropout=True).resolve()
     run(config, tmp_path / "full", progress=False)
     saved, restore_from = [], {"dir": None}
 
