@@ -30,9 +30,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     from superpos.tasks import TASKS
 
     d = TrainConfig.__dataclass_fields__
-    p.add_argument("--task", default="rte", help=f"one of: {', '.join(sorted(TASKS))}")
+    p.add_argument("--task", required=True, help=f"one of: {', '.join(sorted(TASKS))}")
     p.add_argument("--method", default="superpos", help=f"one of: {', '.join(METHODS)}")
-    p.add_argument("--model", default="tiny-t5", help=f"one of: {', '.join(MODEL_CHOICES)}, or a local model directory")
+    p.add_argument("--model", required=True, help=f"one of: {', '.join(MODEL_CHOICES)}, or a local model directory")
     p.add_argument("--data-dir", default=None, help=f"GLUE/SuperGLUE files (default: ${DATA_DIR_ENV} or ../shared/data)")
     p.add_argument("--epochs", type=int, default=d["epochs"].default)
     p.add_argument("--batch-size", type=int, default=d["batch_size"].default)
@@ -85,13 +85,27 @@ def config_from_args(args: argparse.Namespace):
     return TrainConfig(**kwargs).validate("command line")
 
 
+def plan_line(trainer, out: Path) -> str:
+    """What a ``superpos train`` run is about to do, in one line (printed before training)."""
+    c = trainer.configs[0]
+    steps = trainer.steps_per_epoch()
+    action = "resuming the unfinished run in" if trainer.resume[0] else "writing to"
+    test = f" + {len(trainer.test_split)} test" if trainer.test_split is not None else ""
+    return (
+        f"superpos train: {c.method} on {c.task} with {c.model}, {len(trainer.train_split)} train / {len(trainer.eval_split)} eval{test}"
+        f" examples, {c.epochs} epoch(s) x {steps} steps = {c.epochs * steps} optimizer steps; {action} {out}"
+    )
+
+
 def train(args: argparse.Namespace) -> int:
     """Train one prompt on one task; writes config.json, metrics.jsonl, prompt.safetensors."""
-    from superpos.train import run
+    from superpos.train import Trainer
 
     config = config_from_args(args)
     out = Path(args.out or f"runs/{config.task}_{config.method}_seed{config.seed}")
-    trial = run(config, out, overwrite=args.overwrite, progress=not args.no_progress)
+    trainer = Trainer([config], [out], overwrite=args.overwrite, progress=not args.no_progress)
+    print(plan_line(trainer, out), file=sys.stderr, flush=True)
+    (trial,) = trainer.fit()
     result = json.loads((out / "result.json").read_text())
     print(json.dumps({"out": str(out), **result}))
     return 0 if trial.state.status == "finished" else 1

@@ -3,13 +3,19 @@
 ``<out>/config.json`` (the resolved config), ``metrics.jsonl`` (one line per evaluation),
 ``prompt.safetensors`` (the trained tensors), ``result.json`` (status and best score), and,
 while the run is unfinished, ``checkpoint/state.pt`` (everything a resume needs, loaded with
-``weights_only=True``: no pickle).
+``weights_only=True``: no pickle) beside ``checkpoint/state.prev.pt``, the one before it.
+
+A directory is a superpos run when it holds ``config.json`` and nothing but the files a run
+writes (``RUN_FILES``); ``--overwrite`` removes exactly those files and refuses anything else,
+so a mistyped ``--out`` never costs the user a file of their own.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +34,12 @@ PROMPT_FILE = "prompt.safetensors"
 RESULT_FILE = "result.json"
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_FILE = "state.pt"
+#: the checkpoint before the latest, kept until a newer one is written and read back
+PREVIOUS_CHECKPOINT_FILE = "state.prev.pt"
+CHECKPOINT_TMP_FILE = "state.tmp"
+#: every file a run writes: what makes a directory a run, and all that --overwrite removes
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, PROMPT_FILE, RESULT_FILE, CHECKPOINT_DIR)
+CHECKPOINT_FILES = (CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE, CHECKPOINT_TMP_FILE)
 
 
 def save_prompt(trial: "Trial", path: Path) -> None:
@@ -40,24 +52,51 @@ def save_prompt(trial: "Trial", path: Path) -> None:
     save_file(tensors, path, metadata=meta)
 
 
+def foreign_entries(out_dir: Path) -> list[str]:
+    """What ``out_dir`` holds that no run writes (sub-folders marked with a trailing /)."""
+    entries = [p for p in out_dir.iterdir() if p.name not in RUN_FILES]
+    checkpoint = out_dir / CHECKPOINT_DIR
+    if checkpoint.is_dir():
+        entries += [p for p in checkpoint.iterdir() if p.name not in CHECKPOINT_FILES]
+    elif checkpoint.exists():
+        entries.append(checkpoint)
+    return sorted(str(p.relative_to(out_dir)) + ("/" if p.is_dir() else "") for p in entries)
+
+
+def check_out_path(out_dir: Path) -> None:
+    """``out_dir`` and every existing folder above it must be directories."""
+    for path in (out_dir, *out_dir.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise ConfigError(f"output directory {out_dir}: {path} is a file, not a directory; choose another --out")
+            return
+
+
 def prepare_out_dir(config: TrainConfig, out_dir: Path, overwrite: bool) -> bool:
     """Check an output directory before any work; returns True if it holds a run to resume.
 
-    A finished (or diverged) run is refused unless ``overwrite``; an unfinished run with the
-    same config is resumed; one with another config is refused, naming the differing keys.
-    Nothing is deleted here: ``overwrite`` clears the directory only once training starts.
+    A directory holding anything a run does not write is refused, with or without
+    ``overwrite``. A finished (or diverged) run is refused unless ``overwrite``; an unfinished
+    run with the same config is resumed; one with another config is refused, naming the
+    differing keys. Nothing is deleted here: ``overwrite`` clears the run's files only once
+    training starts (``clear_run``).
     """
+    check_out_path(out_dir)
     if not out_dir.exists() or not any(out_dir.iterdir()):
         return False
+    foreign = foreign_entries(out_dir)
+    if foreign or not (out_dir / CONFIG_FILE).is_file():
+        what = f"holds {', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}" if foreign else f"has no {CONFIG_FILE}"
+        raise ConfigError(f"output directory {out_dir} is not a superpos run (it {what}); choose another --out, a new or empty directory")
     if overwrite:
         return False
-    if (out_dir / RESULT_FILE).exists():
-        status = json.loads((out_dir / RESULT_FILE).read_text()).get("status", "?")
-        raise ConfigError(f"output directory {out_dir} already holds a {status} run; pass --overwrite to replace it")
-    config_path = out_dir / CONFIG_FILE
-    if not config_path.exists():
-        raise ConfigError(f"output directory {out_dir} is not empty and holds no superpos run; choose another --out or pass --overwrite")
-    previous = TrainConfig.load(config_path).to_dict()
+    try:
+        if (out_dir / RESULT_FILE).exists():
+            status = json.loads((out_dir / RESULT_FILE).read_text()).get("status", "?")
+            raise ConfigError(f"output directory {out_dir} already holds a {status} run; pass --overwrite to replace it")
+        previous = TrainConfig.load(out_dir / CONFIG_FILE).to_dict()
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"output directory {out_dir} holds a damaged superpos run ({e}); pass --overwrite to replace it") from None
     differing = sorted(k for k, v in config.to_dict().items() if previous.get(k) != v)
     if differing:
         raise ConfigError(
@@ -67,13 +106,50 @@ def prepare_out_dir(config: TrainConfig, out_dir: Path, overwrite: bool) -> bool
     return True
 
 
+def clear_run(out_dir: Path) -> None:
+    """Remove the files a run writes, and nothing else (``prepare_out_dir`` refused any other)."""
+    for name in RUN_FILES:
+        path = out_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
 def write_checkpoint(payload: dict, path: Path) -> None:
-    """Write atomically: a kill mid-write leaves the previous checkpoint intact."""
+    """Write ``path`` so that a good checkpoint exists at every moment: the new one goes to a
+    temporary file and is read back before it replaces ``path``, whose old version is kept as
+    ``state.prev.pt`` (``read_checkpoint`` falls back to it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(CHECKPOINT_TMP_FILE)
     torch.save(payload, tmp)
+    _load(tmp)  # verify: a short write or a full disk fails here, with the old checkpoints intact
+    if path.exists():
+        os.replace(path, path.with_name(PREVIOUS_CHECKPOINT_FILE))
     os.replace(tmp, path)
 
 
-def read_checkpoint(path: Path) -> dict:
+def _load(path: Path) -> dict:
     return torch.load(path, weights_only=True, map_location="cpu")
+
+
+def read_checkpoint(path: Path) -> dict | None:
+    """The latest readable checkpoint: ``path``, else the previous one (with a warning on
+    stderr); None if there is none; a ConfigError naming the files if none can be read."""
+    candidates = [p for p in (path, path.with_name(PREVIOUS_CHECKPOINT_FILE)) if p.exists()]
+    errors = []
+    for candidate in candidates:
+        try:
+            payload = _load(candidate)
+        except Exception as e:  # torch raises RuntimeError, EOFError or pickle errors for a damaged file
+            errors.append(f"{candidate}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            continue
+        if errors:
+            print(f"warning: checkpoint unreadable ({errors[-1]}); resuming from the previous checkpoint {candidate}", file=sys.stderr)
+        return payload
+    if errors:
+        raise ConfigError(
+            f"no readable checkpoint in {path.parent} ({'; '.join(errors)}); delete {path.parent} to restart the run"
+            " from its beginning, or pass --overwrite to start it afresh"
+        )
+    return None

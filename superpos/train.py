@@ -13,10 +13,11 @@ decay, no LR scheduler by default, evaluation every epoch by greedy generation (
 classification is an option, not the paper's), invalid generations count as wrong, the
 reported score is the best validation score over training.
 
-Every evaluation appends a line to ``metrics.jsonl`` and writes an atomic checkpoint
-(trainable state, optimizer, scheduler, RNG states, data position, best score, history), so
-an interrupted run resumes where it stopped and ends as the uninterrupted one would (CPU).
-A loss that becomes NaN or inf ends that trial with status ``diverged``; the others go on.
+Every evaluation appends a line to ``metrics.jsonl`` and writes a checkpoint (trainable
+state, optimizer, scheduler, RNG states, data position, best score, history; the previous one
+kept as a fallback, see run_dir.py), so an interrupted run resumes where it stopped and ends
+as the uninterrupted one would (CPU). A loss that becomes NaN or inf, or parameters or a
+prompt that a step made non-finite, end that trial with status ``diverged``; the others go on.
 On CPU the process keeps the memory it frees for reuse (``superpos.cpu_allocator``; a fused
 group's large activations would otherwise be page-faulted in afresh at every step).
 """
@@ -40,9 +41,9 @@ from superpos.config import TrainConfig
 from superpos.cpu_allocator import retain_freed_memory
 from superpos.data import Batch, EncodedSplit, collate, encode_split
 from superpos.errors import ConfigError
-from superpos.methods import build_method
+from superpos.methods import build_method, check_vocabulary
 from superpos.methods.base import PromptMethod
-from superpos.run_dir import CHECKPOINT_DIR, CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, PROMPT_FILE, RESULT_FILE, prepare_out_dir, read_checkpoint, save_prompt, write_checkpoint
+from superpos.run_dir import CHECKPOINT_DIR, CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, PROMPT_FILE, RESULT_FILE, clear_run, prepare_out_dir, read_checkpoint, save_prompt, write_checkpoint
 from superpos.tasks import get_task
 from superpos.tasks.splits import load_splits
 
@@ -103,6 +104,17 @@ class Trial:
         return sum(p.numel() for p in self.trainable_params())
 
 
+@torch.no_grad()
+def trial_finite(trial: Trial) -> bool:
+    """Its parameters and, where there is one, its prompt (E p' can overflow with finite E and
+    p'): one reduction a tensor, one sync. A NaN or inf makes a sum non-finite; so does a sum
+    past fp32's range, which only a diverged trial reaches."""
+    sums = [p.float().sum() for p in trial.trainable_params()]
+    if not trial.method.input_dependent:
+        sums.append(trial.method.prompt_matrix().float().sum())
+    return bool(torch.isfinite(torch.stack(sums).sum()))
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -150,6 +162,8 @@ class Trainer:
         self._check_group()
         self.resume = [prepare_out_dir(c, d, overwrite) if d else False for c, d in zip(self.configs, self.out_dirs)]
         self.overwrite = overwrite
+        for c in self.configs:  # from the tokenizer alone: a bad m costs no model load
+            check_vocabulary(c.method_config(), c.model)
 
         first = self.configs[0]
         self.device = pick_device(first.device)
@@ -229,9 +243,9 @@ class Trainer:
 
     def load_checkpoint(self, trial: Trial) -> bool:
         path = self._checkpoint_path(trial)
-        if path is None or not path.exists():
+        payload = read_checkpoint(path) if path is not None else None
+        if payload is None:
             return False
-        payload = read_checkpoint(path)
         for name, module in trial.trainable_modules().items():
             module.load_state_dict(payload["trainable"][name])
         trial.optimizer.load_state_dict(payload["optimizer"])
@@ -252,7 +266,7 @@ class Trainer:
         if trial.out_dir is None:
             return False
         if self.overwrite and trial.out_dir.exists():
-            shutil.rmtree(trial.out_dir)
+            clear_run(trial.out_dir)
         trial.out_dir.mkdir(parents=True, exist_ok=True)
         trial.config.save(trial.out_dir / CONFIG_FILE)
         if resume and self.load_checkpoint(trial):
@@ -467,6 +481,9 @@ class Trainer:
                     if (b + 1) % accum and not last_in_epoch:
                         continue
                     self.optimizer_step(t)
+                    if not trial_finite(t):  # a huge lr: else the run could end on this prompt, 'finished'
+                        self._finish(t, DIVERGED, f"the trainable parameters or the prompt became non-finite at step {s.step} (epoch {epoch}); the trial stopped")
+                        continue
                     if last_in_epoch:
                         s.epoch, s.batch_in_epoch = epoch + 1, 0
                     if last_in_epoch or (cfg.eval_every and s.step % cfg.eval_every == 0):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from superpos.backbones import load_backbone
+from superpos.backbones import load_backbone, vocab_size_of
 from superpos.errors import ConfigError
 from superpos.methods import build_method, method_config
 
@@ -89,3 +89,22 @@ def test_encoder_pools_the_input_tokens_only():
         hidden = backbone.model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state[:, 4:]
     m = enc["attention_mask"].unsqueeze(-1).float()
     assert torch.allclose(pooled, (hidden * m).sum(1) / m.sum(1), atol=1e-6)
+
+
+def test_vocab_size_of_reads_the_tokenizer_only(tiny_t5, minilm, tmp_path, monkeypatch):
+    """What a loaded backbone's ``vocab_size()`` gives, without loading weights (a sweep driver
+    checks m with it before launching)."""
+    local = tmp_path / "local-t5"
+    tiny_t5.model.save_pretrained(local)
+    tiny_t5.tokenizer.save_pretrained(local)
+    import transformers
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("model weights loaded")
+
+    monkeypatch.setattr(transformers.AutoModelForSeq2SeqLM, "from_pretrained", no_weights)
+    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", no_weights)
+    assert vocab_size_of("tiny-t5") == vocab_size_of(str(local)) == tiny_t5.vocab_size() == 30522
+    assert vocab_size_of("minilm") == minilm.vocab_size()
+    with pytest.raises(ConfigError, match="unknown model 'gpt9'"):
+        vocab_size_of("gpt9")

@@ -44,8 +44,12 @@ BAD = [
     (["--model", "gpt9"], "unknown model 'gpt9'.*allowed: tiny-t5, minilm"),
     (["--m", "0"], "m must be >= 1, got 0"),
     (["--m", "40000"], r"m = 40000 exceeds the vocabulary.*allowed: 1\.\.30522"),
-    (["--lr", "0"], "lr must be > 0, got 0.0"),
-    (["--lr", "-1"], "lr must be > 0, got -1.0"),
+    (["--lr", "0"], "lr must be a finite number > 0, got 0.0"),
+    (["--lr", "-1"], "lr must be a finite number > 0, got -1.0"),
+    (["--lr", "inf"], "lr must be a finite number > 0, got inf"),
+    (["--lr", "nan"], "lr must be a finite number > 0, got nan"),
+    (["--weight-decay", "inf"], "weight_decay must be a finite number >= 0, got inf"),
+    (["--method", "attempt", "--temperature", "nan"], r"temperature must be a finite number > 0, got nan \(or unset for d\*e\)"),
     (["--epochs", "0"], "epochs must be >= 1, got 0"),
     (["--method", "simple", "--m", "8"], r"unknown option\(s\) m .*allowed: lr, prompt_len, weight_decay"),
 ]
@@ -98,3 +102,40 @@ def test_unfinished_run_with_another_config_is_refused(data_dir, tmp_path, capsy
     (out / "result.json").unlink()  # now it looks unfinished
     assert train(data_dir, out, "--method", "simple", "--seed", "5") == 2
     assert "differs in: seed" in capsys.readouterr().err
+
+
+def test_bare_train_prints_usage_and_starts_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main(["train"])
+    assert exit_.value.code == 2
+    assert "usage: superpos train" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_the_plan_is_printed_before_training(data_dir, tmp_path, monkeypatch, capsys):
+    from superpos.train import Trainer
+
+    def no_training(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "fit", no_training)
+    with pytest.raises(KeyboardInterrupt):
+        train(data_dir, tmp_path / "out", "--method", "simple", "--epochs", "2")
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == (
+        "superpos train: simple on cb with tiny-t5, 16 train / 8 eval examples, 2 epoch(s) x 2 steps = 4 optimizer steps;"
+        f" writing to {tmp_path / 'out'}\n"
+    )
+
+
+def test_m_beyond_the_vocabulary_is_refused_before_the_model_loads(data_dir, tmp_path, monkeypatch, capsys):
+    import superpos.train
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("loaded before the check")
+
+    monkeypatch.setattr(superpos.train, "load_backbone", no_load)
+    monkeypatch.setattr(superpos.train, "load_splits", no_load)
+    assert train(data_dir, tmp_path / "out", "--m", "30523") == 2
+    assert "m = 30523 exceeds the vocabulary of tiny-t5 (30522 real tokens); allowed: 1..30522" in capsys.readouterr().err

@@ -114,6 +114,17 @@ def test_truncated_jsonl_line(tmp_path):
         load_examples(get_task("cb"), "train", tmp_path)
 
 
+@pytest.mark.parametrize("name", ["rte", "cb"])  # a GLUE TSV, a SuperGLUE JSONL
+def test_bytes_that_are_not_utf8_name_file_and_line(tmp_path, name):
+    path = write_original_split(tmp_path / name, name, "train", hub_records(name, "train", 3))
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[2] = lines[2].replace(b"train", b"tr\xe9in", 1)  # Latin-1 where UTF-8 is expected
+    path.write_bytes(b"".join(lines))
+    column = lines[2].index(b"\xe9") + 1
+    with pytest.raises(DataError, match=rf"{path.name}, line 3: byte 0xe9 at column {column} is not UTF-8 .*save the file as UTF-8"):
+        load_examples(get_task(name), "train", tmp_path)
+
+
 def test_multirc_error_names_the_nested_field(tmp_path):
     path = tmp_path / "multirc" / "train.jsonl"
     path.parent.mkdir()
@@ -138,7 +149,7 @@ def test_bad_data_fails_before_training(tmp_path, capsys):
     write_original_split(tmp_path / "data" / "cb", "cb", "train", hub_records("cb", "train"))
     (tmp_path / "data" / "cb" / "validation.jsonl").write_text('{"premise": "p", "hypothesis": "h", "label": "neutral"')
     out = tmp_path / "run"
-    assert main(["train", "--task", "cb", "--data-dir", str(tmp_path / "data"), "--out", str(out), "--no-progress"]) == 2
+    assert main(["train", "--task", "cb", "--model", "tiny-t5", "--data-dir", str(tmp_path / "data"), "--out", str(out), "--no-progress"]) == 2
     assert "validation.jsonl, line 1: not a complete JSON object" in capsys.readouterr().err
     assert not (out / "metrics.jsonl").exists()
 

@@ -98,6 +98,8 @@ def test_include_best_file(tmp_path):
         ({"space": {"lr": {"loguniform": [0.1, 1]}}}, "needs search: random or optuna"),
         ({"scheduler": "hyperband"}, "unknown scheduler 'hyperband'"),
         ({"epochs": 0}, "key 'epochs' must be >= 1"),
+        ({"base": {"lr": float("inf")}}, "lr must be a finite number > 0, got inf"),  # YAML: lr: .inf
+        ({"base": {"lr": "inf"}}, "lr must be a finite number > 0, got 'inf'"),  # YAML: lr: inf
         ({"resources": {"tpu": 1}}, "key 'resources': unknown key(s) tpu"),
         ({"scheduler": "asha", "group_size": 3}, "use group_size: 1"),
         ({"exclude": [{}]}, "exclude[0]' is empty"),

@@ -183,3 +183,21 @@ def test_full_finetuning_never_fuses(data_dir):
 
     with pytest.raises(ConfigError, match="never fuses"):
         Trainer([tiny(data_dir, method="full"), tiny(data_dir, method="simple")], progress=False)
+
+
+def test_nan_loss_at_the_first_step_ends_the_trial_as_diverged(data_dir, tmp_path, monkeypatch):
+    trainer = Trainer([tiny(data_dir, epochs=1)], [tmp_path / "out"], progress=False)
+    real = trainer.backbone.example_losses
+    monkeypatch.setattr(trainer.backbone, "example_losses", lambda *a, **k: (lambda s, c: (s * float("inf"), c))(*real(*a, **k)))
+    (trial,) = trainer.fit()
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert trial.state.status == result["status"] == "diverged" and result["steps"] == 0
+
+
+def test_a_prompt_made_non_finite_by_its_last_step_is_diverged(data_dir, tmp_path):
+    """lr 1e30 sends the prompt to inf in one AdamW step; with one step in all no later loss
+    shows it, so the parameters are checked after the step."""
+    trial = run(tiny(data_dir, epochs=1, max_train_examples=8, lr=1e30), tmp_path / "out", progress=False)
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert trial.state.status == result["status"] == "diverged"
+    assert "non-finite at step 1" in result["message"]

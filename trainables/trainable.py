@@ -8,10 +8,11 @@ the trainable calls ``tune.report`` once with
 * ``members``: ``{member_id: {**evaluation record, "status": ...}}`` that the driver's MLflow
   callback (tracking.py) splits into one child run per member,
 * a checkpoint: a directory with one sub-directory per member holding that member's out_dir
-  (config.json, metrics.jsonl, checkpoint/state.pt, and once ended result.json and
-  prompt.safetensors). Under a trial scheduler (ASHA; trial-config key ``prompt_every_eval``)
-  a running member's sub-directory also holds the prompt.safetensors of its latest
-  evaluation, so a trial the scheduler stops still has a prompt to log (tracking.py).
+  (config.json, metrics.jsonl, checkpoint/state.pt with state.prev.pt, the fallback if
+  state.pt is damaged, and once ended result.json and prompt.safetensors). Under a trial
+  scheduler (ASHA; trial-config key ``prompt_every_eval``) a running member's sub-directory
+  also holds the prompt.safetensors of its latest evaluation, so a trial the scheduler stops
+  still has a prompt to log (tracking.py).
 
 Resume: ``tune.get_checkpoint()`` is copied back into each member's out_dir before the Trainer
 is built; the Trainer then resumes from ``<out_dir>/checkpoint/state.pt`` by itself. Members

@@ -22,6 +22,7 @@ backbones always score the classes (encoder.py), so they take "generate", the de
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from pathlib import Path
 
@@ -52,6 +53,23 @@ def check_model_name(name: str, where: str = "") -> None:
         return
     at = f" ({where})" if where else ""
     raise ConfigError(f"unknown model {name!r}{at}; allowed: {', '.join(MODEL_CHOICES)}, or a local model directory")
+
+
+@functools.lru_cache(maxsize=None)
+def vocab_size_of(name: str) -> int:
+    """Real tokens of model ``name`` (what ``Backbone.vocab_size()`` gives once loaded), from its
+    tokenizer and config alone: no weights are loaded, so a sweep driver can check m before
+    launching. Presets: their tokenizer's size."""
+    check_model_name(name)
+    from transformers import AutoConfig, AutoTokenizer
+
+    if name == "tiny-t5":
+        return len(t5_style_tokenizer())  # its embedding table is padded past the tokenizer
+    path = minilm_path() if name == "minilm" else name
+    try:
+        return min(len(AutoTokenizer.from_pretrained(path)), AutoConfig.from_pretrained(path).vocab_size)
+    except OSError as e:
+        raise ConfigError(f"cannot read the tokenizer of model {name!r}: {e}") from None
 
 
 def t5_style_tokenizer():
@@ -125,4 +143,4 @@ def load_backbone(
     return backbone.to(device)
 
 
-__all__ = ["Backbone", "EncoderBackbone", "Seq2SeqBackbone", "MODEL_CHOICES", "check_model_name", "load_backbone"]
+__all__ = ["Backbone", "EncoderBackbone", "Seq2SeqBackbone", "MODEL_CHOICES", "check_model_name", "load_backbone", "vocab_size_of"]

@@ -34,9 +34,23 @@ def build_method(name: str, config: MethodConfig, backbone, generator: torch.Gen
     if cls is FullFineTuning:
         return cls(config, backbone)
     vocab = backbone.vocab_embeddings()
-    if getattr(config, "m", 1) > vocab.shape[0]:
-        raise ConfigError(f"m = {config.m} exceeds the vocabulary of {backbone.name} ({vocab.shape[0]} real tokens); allowed: 1..{vocab.shape[0]}")
+    check_vocabulary(config, backbone.name, vocab.shape[0])
     return cls(config, vocab.float().cpu(), generator)
 
 
-__all__ = ["METHODS", "MethodConfig", "PromptMethod", "build_method", "method_config"]
+def check_vocabulary(config: MethodConfig, model: str, vocab_size: int | None = None) -> None:
+    """SuperPos's m within the model's real tokens. ``vocab_size`` defaults to
+    ``superpos.backbones.vocab_size_of(model)`` (tokenizer and config only, no weights), so
+    a trainer or a sweep driver can check before any model load."""
+    m = getattr(config, "m", None)
+    if m is None:
+        return
+    if vocab_size is None:
+        from superpos.backbones import vocab_size_of
+
+        vocab_size = vocab_size_of(model)
+    if m > vocab_size:
+        raise ConfigError(f"m = {m} exceeds the vocabulary of {model} ({vocab_size} real tokens); allowed: 1..{vocab_size}")
+
+
+__all__ = ["METHODS", "MethodConfig", "PromptMethod", "build_method", "check_vocabulary", "method_config"]

@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from superpos.errors import ConfigError
+from superpos.errors import ConfigError, check_finite
 from superpos.methods.base import MethodConfig, PromptMethod
 
 
@@ -39,6 +39,8 @@ class AttemptConfig(MethodConfig):
         super().validate()
         if self.bottleneck < 1:
             raise ConfigError(f"bottleneck must be >= 1, got {self.bottleneck}")
+        if self.temperature is not None:
+            check_finite("temperature", self.temperature, where="or unset for d*e")
         for path in self.source_prompts:
             if not str(path).endswith(".safetensors"):
                 raise ConfigError(f"source prompt {path!r} is not a .safetensors file")

@@ -21,7 +21,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from superpos.errors import ConfigError
+from superpos.errors import ConfigError, check_finite
 
 
 @dataclass
@@ -43,10 +43,8 @@ class MethodConfig:
         return cfg
 
     def validate(self) -> None:
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr}")
-        if self.weight_decay < 0:
-            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        check_finite("lr", self.lr)
+        check_finite("weight_decay", self.weight_decay, positive=False)
         if self.prompt_len < self.min_prompt_len:
             raise ConfigError(f"prompt_len must be >= {self.min_prompt_len}, got {self.prompt_len}")
 
