@@ -56,6 +56,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--forward", default="hf", help="T5 forward: hf (Hugging Face) or fast (functional, compiled on CUDA; same results)")
     p.add_argument("--evaluation", default="generate", help="seq2seq: generate (greedy, the paper's) or rank (score each label text; not the paper's)")
+    p.add_argument("--deterministic", action="store_true", help="deterministic kernels (CUDA: slower; see superpos/determinism.py)")
     g = p.add_argument_group("method options (only for the methods that have them)")
     g.add_argument("--prompt-len", type=int, default=None, help="number of prompt tokens n (paper: 10)")
     g.add_argument("--m", type=int, default=None, help="superpos: sampled tokens per superposition (paper: 128)")
@@ -78,7 +79,7 @@ def config_from_args(args: argparse.Namespace):
         dropout=args.dropout, seed=args.seed, template=args.template, split=args.split, source=args.source, max_train_examples=args.max_train_examples,
         max_eval_examples=args.max_eval_examples, max_input_len=args.max_input_len, eval_every=args.eval_every,
         checkpoint_every=args.checkpoint_every, schedule=args.schedule, warmup_ratio=args.warmup_ratio,
-        head=args.head, device=args.device, forward=args.forward, evaluation=args.evaluation, method_options=options,
+        head=args.head, device=args.device, forward=args.forward, evaluation=args.evaluation, deterministic=args.deterministic, method_options=options,
     )
     if args.data_dir is not None:
         kwargs["data_dir"] = args.data_dir

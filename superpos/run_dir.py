@@ -1,7 +1,9 @@
 """What a run directory holds, and the only code that writes or reads it.
 
 ``<out>/config.json`` (the resolved config), ``metrics.jsonl`` (one line per evaluation),
-``prompt.safetensors`` (the trained tensors), ``result.json`` (status and best score), and,
+``prompt.safetensors`` (the trained tensors), ``result.json`` (status and best score),
+``environment.json`` (versions and hardware of the process that started or last resumed the
+run, ``superpos.environment``), and,
 while the run is unfinished, ``checkpoint/state.pt`` (everything a resume needs, loaded with
 ``weights_only=True``: no pickle).
 """
@@ -28,6 +30,7 @@ PROMPT_FILE = "prompt.safetensors"
 RESULT_FILE = "result.json"
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_FILE = "state.pt"
+ENVIRONMENT_FILE = "environment.json"
 
 
 def save_prompt(trial: "Trial", path: Path) -> None:
