@@ -106,6 +106,14 @@ def bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def env(args: argparse.Namespace) -> int:
+    """The environment every run records (superpos/environment.py), for this install."""
+    from superpos.environment import collect, format_env
+
+    print(json.dumps(collect(), indent=2) if args.json else format_env(collect()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="superpos", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -120,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="training and evaluation throughput benchmarks (not tests)")
     add_bench_arguments(p)
     p.set_defaults(func=bench)
+    p = sub.add_parser("env", help="versions and hardware that runs record (environment.json, env.* tags)")
+    p.add_argument("--json", action="store_true", help="as JSON, as environment.json holds it")
+    p.set_defaults(func=env)
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(name).register(sub)
     return parser
