@@ -29,7 +29,7 @@ def environments(runs: pd.DataFrame, tables: str) -> tuple[pd.DataFrame, str | N
     keys = list(dict.fromkeys(k for env in envs for k in env))
     columns = {"Key": keys}
     for i, (env, n) in enumerate(zip(envs, counts)):
-        columns[f"env {i + 1} ({n} runs)"] = [NOT_RECORDED if env.get(k) is None else str(env[k]) for k in keys]
+        columns[f"env {i + 1} ({n} run{'s' if n != 1 else ''})"] = [NOT_RECORDED if env.get(k) is None else str(env[k]) for k in keys]
     table = pd.DataFrame(columns)
     if len(envs) < 2:
         return table, None
