@@ -99,7 +99,15 @@ def train(args: argparse.Namespace) -> int:
 
 
 def bench(args: argparse.Namespace) -> int:
-    """Throughput benchmarks (superpos/bench.py); the last printed line is the summary."""
+    """Throughput benchmarks (superpos/bench.py; the last printed line is the summary), or
+    with --gpu-check the one-shot CUDA check (superpos/gpu_check.py; exit 1 if an item failed)."""
+    if args.gpu_check:
+        from superpos import gpu_check
+
+        if not args.out:
+            raise ConfigError("--gpu-check needs --out DIR (the folder that receives every result)")
+        result = gpu_check.run(args.out, dry_run=args.dry_run)
+        return int(any(item["status"] == "FAIL" for item in result["items"].values()))
     from superpos.bench import run
 
     run(args.device, args.sizes, args.steps, args.warmup, args.out)
