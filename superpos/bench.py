@@ -32,11 +32,9 @@ On CPU the run applies ``superpos.cpu_allocator`` as the Trainer does (its first
 which allocator ran; ``SUPERPOS_CPU_ALLOCATOR=system`` measures glibc's defaults).
 
 The last printed line is a one-line summary of the headline ratios; ``--out`` writes all
-numbers as JSON (rewritten after each size, so a run cut short keeps what it measured). The
-GPU run, for a session with the device tool (one H100; sized for under 8 minutes, most of the
-first minutes being torch.compile; give it timeout_s 570):
-
-    set -o pipefail; HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 python3 -m superpos.bench --device cuda --sizes small,base --out $OUT/bench.json 2>&1 | tee $OUT/bench.log
+numbers as JSON (rewritten after each size, so a run cut short keeps what it measured). On a
+lent GPU, run it as part of ``superpos bench --gpu-check`` (superpos/gpu_check.py, README),
+which verifies the CUDA path first and gives the bench the rest of its time budget.
 """
 
 from __future__ import annotations
