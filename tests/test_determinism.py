@@ -54,6 +54,14 @@ def test_deterministic_option_sets_the_flags(monkeypatch):
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags[1:]
 
 
+def test_deterministic_must_be_a_bool():
+    from superpos.config import TrainConfig
+    from superpos.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"deterministic must be true or false, got 'yes' \(spec.yaml: base\)"):
+        TrainConfig(deterministic="yes").validate("spec.yaml: base")
+
+
 def test_deterministic_flag_reaches_the_config():
     from superpos.cli import build_parser, config_from_args
 
