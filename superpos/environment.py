@@ -113,14 +113,8 @@ def as_tags(env: dict) -> dict[str, str]:
 
 def from_tags(tags: dict[str, str]) -> dict:
     """The environment held in a run's ``env.*`` tags (the inverse of ``as_tags``); {} if none."""
-    out = {}
-    for tag, value in tags.items():
-        if tag.startswith(TAG_PREFIX):
-            try:
-                out[tag[len(TAG_PREFIX):]] = json.loads(value) if value in ("null", "true", "false") else value
-            except ValueError:
-                out[tag[len(TAG_PREFIX):]] = value
-    return out
+    return {tag[len(TAG_PREFIX):]: json.loads(value) if value in ("null", "true", "false") else value
+            for tag, value in tags.items() if tag.startswith(TAG_PREFIX)}
 
 
 def format_env(env: dict) -> str:

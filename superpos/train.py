@@ -33,6 +33,7 @@ from typing import Sequence
 
 import torch
 
+from superpos import environment
 from superpos import metrics as metric_fns
 from superpos.backbones import load_backbone
 from superpos.backbones.base import TrialRows
@@ -42,7 +43,6 @@ from superpos.data import Batch, EncodedSplit, collate, encode_split
 from superpos.errors import ConfigError
 from superpos.methods import build_method
 from superpos.methods.base import PromptMethod
-from superpos import environment
 from superpos.determinism import make_deterministic
 from superpos.run_dir import CHECKPOINT_DIR, CHECKPOINT_FILE, CONFIG_FILE, ENVIRONMENT_FILE, METRICS_FILE, PROMPT_FILE, RESULT_FILE, prepare_out_dir, read_checkpoint, save_prompt, write_checkpoint
 from superpos.tasks import get_task
