@@ -73,6 +73,8 @@ EPOCHS, CONFIGS_PER_TASK, ATTEMPT_CONFIGS = 80, 7, 2
 DEFAULTS = {"cpu": dict(sizes="tiny", warmup=2, steps=5), "cuda": dict(sizes="small,base", warmup=3, steps=10)}
 
 GIB = 2**30
+#: the largest K the CUDA rows double up to
+MAX_K = 256
 
 
 @dataclass
@@ -364,7 +366,7 @@ def bench_size(size: str, device, warmup: int, steps: int, peak: float, notes: l
                 measure(rows, [spec(variant, k)], flops, warmup, steps, device, peak)
     k, seconds = 32, 0.0
     # the largest K that fits, by doubling; under a deadline, only while a row twice the last one's time fits
-    while rows and "error" not in rows[-1] and k <= 256 and not past(deadline, 2 * seconds):
+    while rows and "error" not in rows[-1] and k <= MAX_K and not past(deadline, 2 * seconds):
         start = time.monotonic()
         measure(rows, [spec("fast", k)], flops, warmup, steps, device, peak)
         k, seconds = 2 * k, time.monotonic() - start

@@ -269,8 +269,8 @@ def check_bench(check: Check) -> None:
     if left < 60:
         check.record("bench", "SKIP", f"{left:.0f} s of the budget left; run `superpos bench --device cuda` alone")
         return
-    device, sizes, steps, warmup = ("cuda", "small,base", BENCH_STEPS, BENCH_WARMUP) if check.cuda else ("cpu", "tiny", 1, 0)
-    result = bench.run(device, sizes, steps, warmup, str(check.out / "bench.json"), deadline=check.deadline)
+    sizes, steps, warmup = ("small,base", BENCH_STEPS, BENCH_WARMUP) if check.cuda else ("tiny", 1, 0)
+    result = bench.run(check.device.type, sizes, steps, warmup, str(check.out / "bench.json"), deadline=check.deadline)
     ratios = result.get("ratios", {})
     ran = [r for r in result["rows"] if "error" not in r]
     hours = ratios.get("table1_h100_hours", {}).get("total")

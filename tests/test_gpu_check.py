@@ -70,3 +70,22 @@ def test_needs_cuda_or_dry_run_and_an_out_dir(tmp_path, capsys):
     assert "needs a CUDA device" in capsys.readouterr().err and not (tmp_path / "x").exists()
     assert main(["bench", "--gpu-check", "--dry-run"]) == 2
     assert "--gpu-check needs --out DIR" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bench_item_reports_the_cuda_figures(cuda_faked, tmp_path, monkeypatch):
+    """The bench item's CUDA branch (small and base, the verdict's figures and projection) with CUDA faked."""
+    import time
+
+    import torch
+
+    from superpos import bench, gpu_check
+
+    monkeypatch.setattr(bench, "BATCH", 2)
+    monkeypatch.setattr(bench, "INPUT_TOKENS", 8)
+    monkeypatch.setattr(bench, "MAX_K", 32)  # the doubling is tests/test_bench.py's
+    monkeypatch.setattr(gpu_check.Check, "cuda", property(lambda self: True))
+    gpu_check.check_bench(gpu_check.Check(tmp_path, False, time.monotonic() + 600, torch.device("cpu")))
+    (line,) = (tmp_path / "verdicts.txt").read_text().splitlines()
+    assert line.startswith("PASS bench: ") and "small: fast K=" in line and "base: fast K=" in line and "H100-hours" in line
+    assert json.loads((tmp_path / "bench.json").read_text())["ratios"]["table1_h100_hours"]["total"] > 0
