@@ -99,12 +99,12 @@ def small_backbone(check: Check):
 
 
 def fused_inputs(loop, k: int):
-    """K SuperPos trials' prompted, fused batch (bench's synthetic workload) and its targets."""
+    """K SuperPos trials' prompted, fused batch (bench's synthetic workload): embeddings, mask, targets."""
     trials = bench.superpos_trials(loop.backbone, k, loop.device)
     batches = bench.synthetic_batches(k, loop.backbone.vocab_size(), loop.device)
-    with loop._autocast():
-        embeds, masks, groups = loop._fuse(trials, batches)
-    return trials, batches, embeds, masks, torch.cat([b.targets for b in batches]), groups
+    with torch.no_grad(), loop._autocast():
+        embeds, masks, _ = loop._fuse(trials, batches)
+    return embeds, masks, torch.cat([b.targets for b in batches])
 
 
 def max_rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -133,7 +133,7 @@ def check_compiled_vs_eager(check: Check) -> None:
     from superpos.backbones.fast_t5 import FastT5
 
     loop = bench.training_loop(small_backbone(check), check.device)
-    _, _, embeds, masks, targets, _ = fused_inputs(loop, 2)
+    embeds, masks, targets = fused_inputs(loop, 2)
     losses, tokens = [], []
     for compiled in (check.cuda, False):  # a dry run compares eager with eager: only the code path is checked
         fast = FastT5(loop.backbone.model, compile=compiled)
