@@ -1,20 +1,31 @@
 # Two set-up commands on a fresh machine (see README): `make demo` and `make test`.
-# Both build .venv first: the CPU build of torch 2.13.0, then this package with its dev extra.
+# Both build .venv first: the CPU build of torch 2.13.0, then this package with its dev extra,
+# every package at the version requirements.lock names (`make lock` rewrites the lock).
 VENV ?= .venv
 BIN := $(VENV)/bin
 DATA_DIR ?= ../shared/data
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test
+.PHONY: install demo test lock
 
-$(VENV)/.installed: pyproject.toml
+# the copy of the lock in the venv marks it as installed from that lock (tests/test_environment.py)
+LOCK := requirements.lock
+$(VENV)/$(LOCK): pyproject.toml $(LOCK)
 	python3 -m venv $(VENV)
-	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[dev]"
-	touch $@
+	$(BIN)/python -m pip install -q torch==2.13.0 -c $(LOCK)
+	$(BIN)/python -m pip install -q -e ".[dev]" -c $(LOCK)
+	cp $(LOCK) $@
 
-install: $(VENV)/.installed
+install: $(VENV)/$(LOCK)
+
+# the lock: pip's resolution of torch 2.13.0 + pyproject.toml (with the dev extra) in a
+# throw-away venv, as a dry run (nothing is installed, so it takes seconds once wheels are cached)
+lock:
+	rm -rf build/lock && python3 -m venv build/lock
+	build/lock/bin/python -m pip install -q --dry-run --ignore-installed --report build/lock/report.json torch==2.13.0 -e ".[dev]"
+	python3 -m superpos.environment lock build/lock/report.json > build/lock/$(LOCK)
+	mv build/lock/$(LOCK) $(LOCK)
 
 # the offline demo sweep (real MiniLM, real SST-2) into MLflow, then its report;
 # a second `make demo` resumes or re-reports instead of starting over

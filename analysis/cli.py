@@ -28,6 +28,8 @@ def report(args: argparse.Namespace) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     out = Path(args.out or Path("reports") / args.experiment)
     result = build_report(args.tracking_uri, args.experiment, out, models=args.model, tasks=args.task)
+    if "environment" in result.tables:
+        print((out / "environment.md").read_text())
     for problem in result.problems:
         print(f"superpos report: warning: {problem}", file=sys.stderr)
     print(f"wrote {len(result.files)} files to {out}; open {result.html}")

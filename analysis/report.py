@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.convergence import convergence_per_run, convergence_table
+from analysis.environments import environments
 from analysis.figures import PANELS, FigureFile
 from analysis.labels import order_models
 from analysis.render import to_html, write_table
@@ -40,6 +41,8 @@ CAPTIONS = {
               "over all rows of all models (ATTEMPT excluded), ×100; mean±population std over tasks.",
     "convergence": "Convergence: optimizer steps and epochs until a run first reaches 90% / 95% of its best validation "
                    "score; mean±std over the runs (tasks and seeds) of each row, at each method's Table 1 setting.",
+    "environment": "Environment: versions and hardware recorded by the runs behind Table 1, Table 2 and convergence "
+                   "(env.* tags, superpos env); one column per distinct environment; – = not recorded.",
 }
 
 
@@ -106,6 +109,9 @@ def _tables(report: Report, best: pd.DataFrame, exp: Experiment) -> None:
     per_run.to_csv(out / "convergence_runs.csv", index=False)
     report.files.append(out / "convergence_runs.csv")
     _add_table(report, "convergence", convergence_table(per_run[per_run["run_id"].isin(best["run_id"])]))
+    table, mixed = environments(exp.runs[exp.runs["run_id"].isin(best["run_id"])], "Table 1, Table 2, convergence")
+    _add_table(report, "environment", table)
+    report.problems += [mixed] if mixed else []
 
 
 def _add_table(report: Report, name: str, table: pd.DataFrame) -> None:

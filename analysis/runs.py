@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.environments import environment_key
+from superpos.environment import from_tags
 from superpos.errors import ConfigError
 
 #: tags without which a trial cannot be placed in a table (docs/mlflow-layout.md, child run)
@@ -30,7 +32,7 @@ REQUIRED_TAGS = ("task", "method", "model", "dropout", "seed")
 #: columns of ``Experiment.runs``, in order
 RUN_COLUMNS = (
     "run_id", "run_name", "trial_id", "sweep", "task", "method", "model", "dropout", "softmax", "m",
-    "seed", "status", "run_status", "start_time",
+    "seed", "status", "run_status", "start_time", "environment",
 )
 
 _BOOL_TAGS = {"true": True, "false": False}
@@ -137,6 +139,7 @@ def _run_row(run) -> tuple[dict, str | None]:
         "sweep": tags.get("sweep", ""), "task": tags["task"], "method": tags["method"], "model": tags["model"],
         "dropout": bools["dropout"], "softmax": bools["softmax"], "m": int(m) if m else None, "seed": tags["seed"],
         "status": tags.get("status", ""), "run_status": run.info.status, "start_time": run.info.start_time,
+        "environment": environment_key(from_tags(tags)),
     }
     return row, None
 

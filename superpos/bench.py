@@ -32,11 +32,9 @@ On CPU the run applies ``superpos.cpu_allocator`` as the Trainer does (its first
 which allocator ran; ``SUPERPOS_CPU_ALLOCATOR=system`` measures glibc's defaults).
 
 The last printed line is a one-line summary of the headline ratios; ``--out`` writes all
-numbers as JSON (rewritten after each size, so a run cut short keeps what it measured). The
-GPU run, for a session with the device tool (one H100; sized for under 8 minutes, most of the
-first minutes being torch.compile; give it timeout_s 570):
-
-    set -o pipefail; HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 python3 -m superpos.bench --device cuda --sizes small,base --out $OUT/bench.json 2>&1 | tee $OUT/bench.log
+numbers as JSON (rewritten after each size, so a run cut short keeps what it measured). On a
+lent GPU, run it as part of ``superpos bench --gpu-check`` (superpos/gpu_check.py, README),
+which verifies the CUDA path first and gives the bench the rest of its time budget.
 """
 
 from __future__ import annotations
@@ -75,6 +73,8 @@ EPOCHS, CONFIGS_PER_TASK, ATTEMPT_CONFIGS = 80, 7, 2
 DEFAULTS = {"cpu": dict(sizes="tiny", warmup=2, steps=5), "cuda": dict(sizes="small,base", warmup=3, steps=10)}
 
 GIB = 2**30
+#: the largest K the CUDA rows double up to
+MAX_K = 256
 
 
 @dataclass
@@ -308,7 +308,12 @@ def bf16_check(loop, device) -> float:
 
 
 # -- the run ------------------------------------------------------------------------------
-def bench_size(size: str, device, warmup: int, steps: int, peak: float, notes: list) -> tuple[list, dict]:
+def past(deadline: float | None, margin: float = 0.0) -> bool:
+    """Whether ``time.monotonic()`` plus ``margin`` seconds is past ``deadline`` (None: never)."""
+    return deadline is not None and time.monotonic() + margin > deadline
+
+
+def bench_size(size: str, device, warmup: int, steps: int, peak: float, notes: list, deadline: float | None = None) -> tuple[list, dict]:
     from superpos.backbones.fast_t5 import FastT5
     from superpos.backbones.seq2seq import Seq2SeqBackbone
 
@@ -357,11 +362,16 @@ def bench_size(size: str, device, warmup: int, steps: int, peak: float, notes: l
         return rows, extra
     for variant in ("hf", "fast"):
         for k in (1, 8, 16):
-            measure(rows, [spec(variant, k)], flops, warmup, steps, device, peak)
-    k = 32
-    while "error" not in rows[-1] and k <= 256:  # the largest K that fits, by doubling
+            if not past(deadline):
+                measure(rows, [spec(variant, k)], flops, warmup, steps, device, peak)
+    k, seconds = 32, 0.0
+    # the largest K that fits, by doubling; under a deadline, only while a row twice the last one's time fits
+    while rows and "error" not in rows[-1] and k <= MAX_K and not past(deadline, 2 * seconds):
+        start = time.monotonic()
         measure(rows, [spec("fast", k)], flops, warmup, steps, device, peak)
-        k *= 2
+        k, seconds = 2 * k, time.monotonic() - start
+    if past(deadline):
+        notes.append(f"{size}: rows cut at the deadline (K up to {max((r['K'] for r in rows), default=0)})")
     return rows, extra
 
 
@@ -429,8 +439,10 @@ def format_row(r: dict) -> str:
     return f"{r['size']:6} {r['variant']:8} {r['K']:4} " + " ".join(f"{c:9.4g}" if c is not None else f"{'-':>9}" for c in cells)
 
 
-def run(device: str = "cpu", sizes: str | None = None, steps: int | None = None, warmup: int | None = None, out: str | None = None) -> dict:
-    """Measure every row for ``sizes`` on ``device``, print the table and the summary, write ``out``."""
+def run(device: str = "cpu", sizes: str | None = None, steps: int | None = None, warmup: int | None = None, out: str | None = None,
+        deadline: float | None = None) -> dict:
+    """Measure every row for ``sizes`` on ``device``, print the table and the summary, write ``out``;
+    with a ``deadline`` (``time.monotonic()``), no row starts after it (superpos.gpu_check)."""
     import transformers
 
     kind = "cuda" if on_cuda(device) else "cpu"
@@ -451,7 +463,10 @@ def run(device: str = "cpu", sizes: str | None = None, steps: int | None = None,
                                          warmup=warmup, steps=steps), matmul_peak_tflops=peak, matmul_peak_kind=peak_kind, rows=rows,
                   checks=checks, notes=notes)
     for size in sizes_list:
-        size_rows, checks[size] = bench_size(size, device, warmup, steps, peak, notes)
+        if past(deadline):
+            notes.append(f"{size}: not measured, past the deadline")
+            continue
+        size_rows, checks[size] = bench_size(size, device, warmup, steps, peak, notes, deadline)
         rows += size_rows
         save(result, out)  # what is measured so far survives a run cut short
     ratios, summary = headline(rows, sizes_list, kind == "cuda")
@@ -482,7 +497,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sizes", default=None, help="comma-separated: tiny, small, base (default: tiny on cpu, small,base on cuda)")
     p.add_argument("--steps", type=int, default=None, help="timed steps per row (default: 5 on cpu, 10 on cuda)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 2 on cpu, 3 on cuda)")
-    p.add_argument("--out", default=None, help="write all numbers to this JSON file")
+    p.add_argument("--out", default=None, help="write all numbers to this JSON file (--gpu-check: a directory)")
+    p.add_argument("--gpu-check", action="store_true", help="the one-shot CUDA check (superpos/gpu_check.py): tests, bench, verdicts into --out")
+    p.add_argument("--dry-run", action="store_true", help="with --gpu-check: every item on CPU at tiny sizes (CI)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,6 +56,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--forward", default="hf", help="T5 forward: hf (Hugging Face) or fast (functional, compiled on CUDA; same results)")
     p.add_argument("--evaluation", default="generate", help="seq2seq: generate (greedy, the paper's) or rank (score each label text; not the paper's)")
+    p.add_argument("--deterministic", action="store_true", help="deterministic kernels (CUDA: slower; see superpos/determinism.py)")
     g = p.add_argument_group("method options (only for the methods that have them)")
     g.add_argument("--prompt-len", type=int, default=None, help="number of prompt tokens n (paper: 10)")
     g.add_argument("--m", type=int, default=None, help="superpos: sampled tokens per superposition (paper: 128)")
@@ -78,7 +79,7 @@ def config_from_args(args: argparse.Namespace):
         dropout=args.dropout, seed=args.seed, template=args.template, split=args.split, source=args.source, max_train_examples=args.max_train_examples,
         max_eval_examples=args.max_eval_examples, max_input_len=args.max_input_len, eval_every=args.eval_every,
         checkpoint_every=args.checkpoint_every, schedule=args.schedule, warmup_ratio=args.warmup_ratio,
-        head=args.head, device=args.device, forward=args.forward, evaluation=args.evaluation, method_options=options,
+        head=args.head, device=args.device, forward=args.forward, evaluation=args.evaluation, deterministic=args.deterministic, method_options=options,
     )
     if args.data_dir is not None:
         kwargs["data_dir"] = args.data_dir
@@ -112,10 +113,26 @@ def train(args: argparse.Namespace) -> int:
 
 
 def bench(args: argparse.Namespace) -> int:
-    """Throughput benchmarks (superpos/bench.py); the last printed line is the summary."""
+    """Throughput benchmarks (superpos/bench.py; the last printed line is the summary), or
+    with --gpu-check the one-shot CUDA check (superpos/gpu_check.py; exit 1 if an item failed)."""
+    if args.gpu_check:
+        from superpos import gpu_check
+
+        if not args.out:
+            raise ConfigError("--gpu-check needs --out DIR (the folder that receives every result)")
+        result = gpu_check.run(args.out, dry_run=args.dry_run)
+        return int(any(item["status"] == "FAIL" for item in result["items"].values()))
     from superpos.bench import run
 
     run(args.device, args.sizes, args.steps, args.warmup, args.out)
+    return 0
+
+
+def env(args: argparse.Namespace) -> int:
+    """The environment every run records (superpos/environment.py), for this install."""
+    from superpos.environment import collect, format_env
+
+    print(json.dumps(collect(), indent=2) if args.json else format_env(collect()))
     return 0
 
 
@@ -133,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="training and evaluation throughput benchmarks (not tests)")
     add_bench_arguments(p)
     p.set_defaults(func=bench)
+    p = sub.add_parser("env", help="versions and hardware that runs record (environment.json, env.* tags)")
+    p.add_argument("--json", action="store_true", help="as JSON, as environment.json holds it")
+    p.set_defaults(func=env)
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(name).register(sub)
     return parser

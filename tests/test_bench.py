@@ -6,6 +6,7 @@ paths are those of the real workload.
 
 import json
 import sys
+import time
 
 import pytest
 
@@ -52,21 +53,10 @@ def test_table1_projection_counts_the_grid():
     assert bench.table1_examples() == 80 * (7 * 991_846 + 2 * 63_206)
 
 
-def test_gpu_branch_runs_end_to_end_with_cuda_faked(monkeypatch, capsys):
+def test_gpu_branch_runs_end_to_end_with_cuda_faked(cuda_faked, capsys):
     """The CUDA code path (K = 1, 8, 16 and doubling, bf16 weights, the fast-vs-HF check, the
     table1 projection) run on CPU with CUDA's bookkeeping faked and torch.compile left out, so
     that a lent GPU's minutes are not spent finding a bug in the bench itself."""
-    import torch
-
-    monkeypatch.setattr(bench, "on_cuda", lambda device: True)
-    for name in ("synchronize", "empty_cache", "reset_peak_memory_stats"):
-        monkeypatch.setattr(torch.cuda, name, lambda *a, **k: None)
-    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a, **k: 2**30)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, **k: "fake GPU")
-    monkeypatch.setattr(torch, "compile", lambda fn, **kw: fn)
-    monkeypatch.setattr(bench, "matmul_peak", lambda device: (1.0, "fake"))  # a bf16 8192^3 matmul on CPU takes minutes
-    tiny = dict(d_model=32, d_kv=8, d_ff=64, num_layers=1, num_decoder_layers=1, num_heads=4)
-    monkeypatch.setattr(bench, "SHAPES", {"small": tiny, "base": tiny})
     result = bench.run("cpu", sizes="small,base", steps=1, warmup=0)
     rows = {(r["size"], r["variant"], r["K"]) for r in result["rows"] if "error" not in r}
     for size in ("small", "base"):
@@ -76,3 +66,8 @@ def test_gpu_branch_runs_end_to_end_with_cuda_faked(monkeypatch, capsys):
     best = {s: result["ratios"][s]["examples_per_s"] for s in ("small", "base")}
     assert hours["per_size"]["base"] == pytest.approx(bench.table1_examples() / best["base"] / 3600)
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("SUMMARY small: ")
+
+
+def test_no_row_starts_past_the_deadline(cuda_faked):
+    result = bench.run("cpu", sizes="small,base", steps=1, warmup=0, deadline=time.monotonic())
+    assert result["rows"] == [] and result["notes"] == ["small: not measured, past the deadline", "base: not measured, past the deadline"]

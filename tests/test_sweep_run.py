@@ -9,6 +9,7 @@ import yaml
 from safetensors.torch import load_file
 
 from superpos.cli import main
+from superpos.environment import collect, from_tags
 
 SMOKE = Path(__file__).resolve().parent.parent / "sweeps" / "smoke.yaml"
 EVAL_KEYS = {"score", "best_score", "train_loss", "epoch", "examples", "invalid_rate", "accuracy", "macro_f1"}
@@ -56,7 +57,8 @@ def test_smoke_sweep_logs_one_child_per_trial(local_ray, data_dir, tmp_path):
         assert [m.step for m in history] == [4, 8]  # 32 examples / batch 8 = 4 steps per epoch
         assert [m.value for m in client.get_metric_history(run.info.run_id, "epoch")] == [1.0, 2.0]
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"prompt.safetensors", "config.json", "result.json"} <= artifacts
+        assert {"prompt.safetensors", "config.json", "result.json", "environment.json"} <= artifacts
+        assert from_tags(tags) == json.loads(json.dumps(collect()))  # the worker's environment, here this machine's
         if tags["method"] == "superpos":
             local = client.download_artifacts(run.info.run_id, "prompt.safetensors", str(tmp_path))
             tensors = load_file(local)

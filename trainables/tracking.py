@@ -25,7 +25,8 @@ from pathlib import Path
 
 from ray import tune
 
-from superpos.run_dir import CONFIG_FILE, METRICS_FILE, PROMPT_FILE, RESULT_FILE
+from superpos.environment import as_tags
+from superpos.run_dir import CONFIG_FILE, ENVIRONMENT_FILE, METRICS_FILE, PROMPT_FILE, RESULT_FILE
 
 from trainables.spec import Member
 from trainables.trainable import MEMBERS_KEY, members_of
@@ -198,11 +199,19 @@ class SweepLogger(tune.Callback):
                         status = json.loads((d / RESULT_FILE).read_text())["status"]
                     elif default_status == "stopped":
                         (d / RESULT_FILE).write_text(json.dumps(stopped_result(records, d / PROMPT_FILE), indent=2) + "\n")
-                    for name in (PROMPT_FILE, CONFIG_FILE, RESULT_FILE):
+                    for name in (PROMPT_FILE, CONFIG_FILE, RESULT_FILE, ENVIRONMENT_FILE):
                         if (d / name).exists():
                             self.client.log_artifact(run_id, str(d / name))
+                    if (d / ENVIRONMENT_FILE).exists():  # where the trial ran, not the driver's
+                        self.client.log_batch(run_id, tags=env_tags(d / ENVIRONMENT_FILE))
                 self.client.set_tag(run_id, "status", status)
                 self.client.set_terminated(run_id, "FINISHED" if status in ("finished", "diverged", "stopped") else run_status)
+
+
+def env_tags(path: Path) -> list:
+    from mlflow.entities import RunTag
+
+    return [RunTag(k, v) for k, v in as_tags(json.loads(path.read_text())).items()]
 
 
 def stopped_result(records: list[dict], prompt: Path) -> dict:

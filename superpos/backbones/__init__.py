@@ -1,9 +1,11 @@
 """Backbones by name: offline presets, the paper's hub checkpoints, or a local directory.
 
 * ``tiny-t5``: a small random-init T5 v1.1-shaped model (gated-GELU, untied head, dropout
-  0.1 as in the v1.1 configs) built from a ``T5Config``; its tokenizer is the WordPiece
-  vocabulary shipped with all-MiniLM-L6-v2, with T5's conventions (no BOS, ``</s>``-like
-  EOS appended, PAD = decoder start). The embedding table is padded past the tokenizer's
+  0.1 as in the v1.1 configs) built from a ``T5Config``; its tokenizer is all-MiniLM-L6-v2's
+  WordPiece (uncased BERT vocabulary, Apache-2.0) with T5's conventions (no BOS, ``</s>``-like
+  EOS appended, PAD = decoder start), shipped as ``tiny_t5_tokenizer.json`` (460 KiB) so that
+  tiny-t5 needs no model package (the GPU check runs where only torch, transformers and peft
+  are installed; tests check it equals the tokenizer re-wired from the package's). The embedding table is padded past the tokenizer's
   size, as T5's is (32128 rows for 32100 tokens), so "real token rows only" is exercised.
   Weights are seeded so every run sees the same "pretrained" model. For tests of the
   seq2seq path, not for results.
@@ -55,6 +57,9 @@ def check_model_name(name: str, where: str = "") -> None:
     raise ConfigError(f"unknown model {name!r}{at}; allowed: {', '.join(MODEL_CHOICES)}, or a local model directory")
 
 
+TINY_T5_TOKENIZER = Path(__file__).with_name("tiny_t5_tokenizer.json")
+
+
 @functools.lru_cache(maxsize=None)
 def vocab_size_of(name: str) -> int:
     """Real tokens of model ``name`` (what ``Backbone.vocab_size()`` gives once loaded), from its
@@ -73,14 +78,11 @@ def vocab_size_of(name: str) -> int:
 
 
 def t5_style_tokenizer():
-    """The offline tokenizer of ``tiny-t5``: MiniLM's WordPiece with T5's special-token layout."""
-    from tokenizers.processors import TemplateProcessing
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    """The offline tokenizer of ``tiny-t5``: MiniLM's WordPiece with T5's special-token layout
+    (``TINY_T5_TOKENIZER``; tests/test_backbones.py rebuilds it from the MiniLM package)."""
+    from transformers import PreTrainedTokenizerFast
 
-    bert = AutoTokenizer.from_pretrained(minilm_path())
-    backend = bert.backend_tokenizer
-    backend.post_processor = TemplateProcessing(single="$A [SEP]", pair="$A [SEP] $B [SEP]", special_tokens=[("[SEP]", bert.sep_token_id)])
-    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", eos_token="[SEP]", unk_token="[UNK]")
+    return PreTrainedTokenizerFast(tokenizer_file=str(TINY_T5_TOKENIZER), pad_token="[PAD]", eos_token="[SEP]", unk_token="[UNK]")
 
 
 def build_tiny_t5(seed: int = 0):
