@@ -315,11 +315,14 @@ class Trainer:
             print(f"out of GPU memory with {len(chunk)} trials fused: {self.fused_width} a forward from now on", file=sys.stderr)
         return out
 
-    def train_step(self, trials: Sequence[Trial], batches: Sequence[Batch]) -> list[float]:
-        """Forward/backward of one micro-batch per trial (``fused_width`` trials a forward); returns each trial's mean loss."""
-        return self._by_width(trials, lambda chunk: self._train_fused([trials[i] for i in chunk], [batches[i] for i in chunk]), keeps_grads=True)
+    def train_step(self, trials: Sequence[Trial], batches: Sequence[Batch], accum: int | None = None) -> list[float]:
+        """Forward/backward of one micro-batch per trial (``fused_width`` trials a forward); returns
+        each trial's mean loss. ``accum``: micro-batches in this accumulation (default ``grad_accum``;
+        fewer in an epoch's short last one), each loss is divided by it."""
+        run = lambda chunk: self._train_fused([trials[i] for i in chunk], [batches[i] for i in chunk], accum)  # noqa: E731
+        return self._by_width(trials, run, keeps_grads=True)
 
-    def _train_fused(self, trials: Sequence[Trial], batches: Sequence[Batch]) -> list[float]:
+    def _train_fused(self, trials: Sequence[Trial], batches: Sequence[Batch], accum: int | None = None) -> list[float]:
         with self._autocast():
             embeds, masks, groups = self._fuse(trials, batches)
             tgt_width = max(b.targets.shape[1] for b in batches)
@@ -330,7 +333,7 @@ class Trainer:
             loss = sums[group.rows].sum() / counts[group.rows].sum().clamp(min=1)
             losses.append(loss.item())
             if math.isfinite(losses[-1]):
-                part = loss / trial.config.grad_accum
+                part = loss / (accum or trial.config.grad_accum)
                 total = part if total is None else total + part
         if total is not None:
             total.backward()
@@ -453,7 +456,8 @@ class Trainer:
                 if not live:
                     break
                 batches = [collate(self.train_split, orders[k][b * bs : (b + 1) * bs], pad, self.device) for k, _ in live]
-                losses = self.train_step([t for _, t in live], batches)
+                # an epoch's last accumulation may be short: average over the micro-batches it has
+                losses = self.train_step([t for _, t in live], batches, min(accum, batches_per_epoch - b // accum * accum))
                 last_in_epoch = b == batches_per_epoch - 1
                 due = []
                 for (k, t), loss, batch in zip(live, losses, batches):

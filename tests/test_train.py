@@ -183,3 +183,22 @@ def test_full_finetuning_never_fuses(data_dir):
 
     with pytest.raises(ConfigError, match="never fuses"):
         Trainer([tiny(data_dir, method="full"), tiny(data_dir, method="simple")], progress=False)
+
+
+def test_a_short_last_accumulation_is_averaged_over_the_micro_batches_it_has(data_dir, monkeypatch):
+    """24 examples in batches of 8 with grad_accum 2: the epoch's last accumulation holds one
+    micro-batch, so its gradient is that batch's mean-loss gradient (as with grad_accum 1 over
+    the same step), not half of it."""
+    grads = {}
+    original = Trainer.optimizer_step
+
+    def record(self, trial):
+        grads.setdefault(self.configs[0].grad_accum, []).append(torch.cat([p.grad.flatten() for p in trial.trainable_params()]).clone())
+        original(self, trial)
+
+    monkeypatch.setattr(Trainer, "optimizer_step", record)
+    for accum in (1, 3):  # one micro-batch per epoch: every accumulation is short under grad_accum 3
+        Trainer([tiny(data_dir, batch_size=24, grad_accum=accum, epochs=2)], progress=False).fit()
+    assert len(grads[1]) == len(grads[3]) == 2
+    for a, b in zip(grads[1], grads[3]):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
