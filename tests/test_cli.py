@@ -43,11 +43,11 @@ BAD = [
     (["--method", "lora"], "unknown method 'lora'.*allowed: simple, superpos, residual, attempt, lowrank, full"),
     (["--model", "gpt9"], "unknown model 'gpt9'.*allowed: tiny-t5, minilm"),
     (["--m", "0"], "m must be >= 1, got 0"),
-    (["--m", "40000"], r"m = 40000 exceeds the vocabulary.*allowed: 1\.\.30522"),
+    (["--m", "40000"], r"m = 40000 exceeds the vocabulary.*allowed: 1\.\.30517"),
     (["--lr", "0"], "lr must be > 0, got 0.0"),
     (["--lr", "-1"], "lr must be > 0, got -1.0"),
     (["--epochs", "0"], "epochs must be >= 1, got 0"),
-    (["--method", "simple", "--m", "8"], r"unknown option\(s\) m .*allowed: lr, prompt_len, weight_decay"),
+    (["--method", "simple", "--m", "8"], r"unknown option\(s\) m .*allowed: lr, prompt_len, sample_special_tokens, weight_decay"),
 ]
 
 

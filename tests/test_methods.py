@@ -105,7 +105,8 @@ def test_superpos_default_init_gives_token_like_norms(tiny_t5):
 def test_superpos_m_bounds(tiny_t5):
     with pytest.raises(ConfigError, match="m must be >= 1"):
         make("superpos", tiny_t5, m=0)
-    with pytest.raises(ConfigError, match=r"exceeds the vocabulary.*allowed: 1\.\.30522"):
+    n = tiny_t5.vocab_size() - len(_special_ids(tiny_t5))  # special tokens are not drawn by default
+    with pytest.raises(ConfigError, match=rf"exceeds the vocabulary.*allowed: 1\.\.{n}"):
         make("superpos", tiny_t5, m=tiny_t5.vocab_size() + 1)
     assert make("superpos", tiny_t5, m=1, prompt_len=2).E.shape == (2, tiny_t5.hidden_size, 1)
 
@@ -175,5 +176,27 @@ def test_paper_defaults_per_method():
 
 
 def test_unknown_method_option_names_allowed_ones():
-    with pytest.raises(ConfigError, match=r"unknown option\(s\) m .*allowed: lr, prompt_len, weight_decay"):
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) m .*allowed: lr, prompt_len, sample_special_tokens, weight_decay"):
         method_config("simple", {"m": 4})
+
+
+def _special_ids(backbone):
+    tok = backbone.tokenizer
+    return {i for i in set(tok.all_special_ids) | set(tok.get_added_vocab().values()) if i < backbone.vocab_size()}
+
+
+@pytest.mark.parametrize("name", ["simple", "superpos"])
+def test_prompt_sampling_skips_special_and_added_tokens_unless_asked(name, tiny_t5):
+    """Drawing every sampleable token: by default no pad/EOS/UNK/sentinel/added id is among them
+    (token_ids stay real vocabulary ids); ``sample_special_tokens`` puts them back."""
+    special = _special_ids(tiny_t5)
+    assert special  # pad, eos, unk at least
+    n = tiny_t5.vocab_size() - len(special)
+    key = "m" if name == "superpos" else "prompt_len"
+    method = make(name, tiny_t5, **{key: n}, **({"prompt_len": 1} if name == "superpos" else {}))
+    ids = set(method.token_ids.tolist())
+    assert len(ids) == n and not ids & special and max(ids) < tiny_t5.vocab_size()
+    with pytest.raises(ConfigError, match="sampleable|special"):
+        make(name, tiny_t5, **{key: n + 1}, **({"prompt_len": 1} if name == "superpos" else {}))
+    everything = make(name, tiny_t5, sample_special_tokens=True, **{key: n + len(special)}, **({"prompt_len": 1} if name == "superpos" else {}))
+    assert special <= set(everything.token_ids.tolist())

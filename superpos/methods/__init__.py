@@ -6,7 +6,7 @@ import torch
 
 from superpos.errors import ConfigError, choose
 from superpos.methods.attempt import AttemptConfig, AttemptPrompt
-from superpos.methods.base import MethodConfig, PromptMethod
+from superpos.methods.base import MethodConfig, PromptMethod, SampledInitConfig, sampleable_ids
 from superpos.methods.full import FullConfig, FullFineTuning
 from superpos.methods.lowrank import LowRankConfig, LowRankPrompt
 from superpos.methods.residual import ResidualConfig, ResidualPrompt
@@ -34,9 +34,13 @@ def build_method(name: str, config: MethodConfig, backbone, generator: torch.Gen
     if cls is FullFineTuning:
         return cls(config, backbone)
     vocab = backbone.vocab_embeddings()
-    if getattr(config, "m", 1) > vocab.shape[0]:
-        raise ConfigError(f"m = {config.m} exceeds the vocabulary of {backbone.name} ({vocab.shape[0]} real tokens); allowed: 1..{vocab.shape[0]}")
-    return cls(config, vocab.float().cpu(), generator)
+    if not isinstance(config, SampledInitConfig):
+        return cls(config, vocab.float().cpu(), generator)
+    candidates = sampleable_ids(backbone.tokenizer, vocab.shape[0], config.sample_special_tokens)
+    if getattr(config, "m", 1) > len(candidates):
+        what = "real tokens" if config.sample_special_tokens else "real tokens that are no special or added token (sample_special_tokens: false)"
+        raise ConfigError(f"m = {config.m} exceeds the vocabulary of {backbone.name} ({len(candidates)} {what}); allowed: 1..{len(candidates)}")
+    return cls(config, vocab.float().cpu(), generator, candidates)
 
 
 __all__ = ["METHODS", "MethodConfig", "PromptMethod", "build_method", "method_config"]

@@ -23,11 +23,11 @@ from safetensors.torch import load_file
 from torch import nn
 
 from superpos.errors import ConfigError
-from superpos.methods.base import MethodConfig, PromptMethod
+from superpos.methods.base import PromptMethod, SampledInitConfig
 
 
 @dataclass
-class AttemptConfig(MethodConfig):
+class AttemptConfig(SampledInitConfig):
     lr: float = 0.3
     weight_decay: float = 1e-5
     bottleneck: int = 100
@@ -65,10 +65,10 @@ class AttemptPrompt(PromptMethod):
     name = "attempt"
     input_dependent = True
 
-    def __init__(self, config: AttemptConfig, vocab: torch.Tensor, generator: torch.Generator):
+    def __init__(self, config: AttemptConfig, vocab: torch.Tensor, generator: torch.Generator, candidates: torch.Tensor | None = None):
         super().__init__(config)
         n, d = config.prompt_len, vocab.shape[1]
-        self.target = self._sampled_prompt(vocab, n, generator)
+        self.target = self._sampled_prompt(vocab, n, generator, candidates)
         sources = [load_source_prompt(p, n, d) for p in config.source_prompts]
         self.register_buffer("sources", torch.stack(sources) if sources else torch.empty(0, n, d))
         self.temperature = config.temperature or d * math.e
