@@ -14,6 +14,8 @@ PROMPT_METHODS = ["simple", "superpos", "residual", "attempt", "lowrank"]
 
 
 def make(name, backbone, seed=0, **options):
+    if name == "attempt":
+        options.setdefault("source_prompts", "none")
     return build_method(name, method_config(name, options), backbone, torch.Generator().manual_seed(seed))
 
 
@@ -169,10 +171,10 @@ def test_paper_defaults_per_method():
         "attempt": (0.3, 1e-5), "lowrank": (0.3, 1e-5), "full": (1e-5, 0.0),
     }
     for name, (lr, wd) in expected.items():
-        cfg = method_config(name, {})
+        cfg = method_config(name, {"source_prompts": "none"} if name == "attempt" else {})
         assert (cfg.lr, cfg.weight_decay) == (lr, wd), name
     assert method_config("superpos", {}).m == 128 and method_config("superpos", {}).prompt_len == 10
-    assert method_config("residual", {}).bottleneck == 128 and method_config("attempt", {}).bottleneck == 100
+    assert method_config("residual", {}).bottleneck == 128 and method_config("attempt", {"source_prompts": "none"}).bottleneck == 100
 
 
 def test_unknown_method_option_names_allowed_ones():
@@ -200,3 +202,11 @@ def test_prompt_sampling_skips_special_and_added_tokens_unless_asked(name, tiny_
         make(name, tiny_t5, **{key: n + 1}, **({"prompt_len": 1} if name == "superpos" else {}))
     everything = make(name, tiny_t5, sample_special_tokens=True, **{key: n + len(special)}, **({"prompt_len": 1} if name == "superpos" else {}))
     assert special <= set(everything.token_ids.tolist())
+
+
+def test_attempt_without_source_prompts_is_refused_unless_none_is_written(tiny_t5):
+    for empty in ([], None, "all"):
+        with pytest.raises(ConfigError, match="ATTEMPT needs source prompts.*source_prompts: none"):
+            method_config("attempt", {} if empty is None else {"source_prompts": empty})
+    method = make("attempt", tiny_t5, source_prompts="none")
+    assert method.sources.shape[0] == 0

@@ -17,9 +17,17 @@ def spec(**kw):
     return parse_spec(raw, "test.yaml")
 
 
+def resolved_offline(s, root="/sweeps/sources"):
+    """Resolve a spec's source sweeps to placeholder files (what trainables.chain fetches)."""
+    for ref in s.source_sweeps.values():
+        models = {m.get("model") for m in (s.merged(p) for p in s.points())}
+        ref.resolved = {m: [(t, "0" * 32, f"{root}/{m}/{t}.safetensors") for t in ref.tasks] for m in models}
+    return s
+
+
 @pytest.mark.parametrize("path", sorted(SWEEPS.glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_specs_validate(path):
-    s = load_spec(path)
+    s = resolved_offline(load_spec(path))
     if s.search == "grid":
         groups = s.groups()
         assert groups and all(len(g) <= s.group_size for g in groups)
@@ -29,7 +37,10 @@ def test_shipped_specs_validate(path):
 
 def test_table1_is_the_paper_grid():
     s = load_spec(SWEEPS / "table1.yaml")
-    members = [m.config for m in s.members()]
+    assert s.source_sweeps["attempt"].sweep == "attempt_sources"
+    with pytest.raises(ConfigError, match="table1.yaml.*attempt_sources.*resolved from the MLflow store"):
+        s.members()  # before the sweep starts, the source prompts are not known
+    members = [m.config for m in resolved_offline(s).members()]
     assert {c.task for c in members} == PAPER_TASKS
     # 13 tasks x 5 methods x 2 dropout x 2 models, minus ATTEMPT on 4 tasks, minus full without dropout
     assert len(members) == 13 * 5 * 2 * 2 - 4 * 2 * 2 - 13 * 2
@@ -40,6 +51,20 @@ def test_table1_is_the_paper_grid():
     assert by_method["superpos"].lr == 0.01 and by_method["superpos"].method_options["m"] == 128  # paper 3.4
     assert by_method["residual"].lr == 0.3 and by_method["full"].lr == 1e-5
     assert all(len(g) == 1 for g in s.groups() if g[0].config.method == "full")
+    attempt = [c for c in members if c.method == "attempt"]
+    assert all(len(c.method_options["source_prompts"]) == 4 and c.model in c.method_options["source_prompts"][0] for c in attempt)
+
+
+def test_table1_without_source_prompts_is_refused():
+    raw = yaml.safe_load((SWEEPS / "table1.yaml").read_text())
+    del raw["method_options"]
+    with pytest.raises(ConfigError, match="table1.yaml.*ATTEMPT needs source prompts.*source_prompts: none"):
+        parse_spec(raw, "table1.yaml").members()
+    raw["method_options"] = {"attempt": {"source_prompts": "none"}}  # on purpose: allowed
+    assert len(parse_spec(raw, "table1.yaml").members()) == 218
+    raw["method_options"] = {"attempt": {"source_prompts": {"sweep": "s", "tasks": ["nope"]}}}
+    with pytest.raises(ConfigError, match="unknown task 'nope'.*method_options.attempt.source_prompts"):
+        parse_spec(raw, "table1.yaml")
 
 
 def test_ablation_m_covers_1_to_256():

@@ -27,6 +27,7 @@ from ray import tune
 
 from superpos.run_dir import CONFIG_FILE, METRICS_FILE, PROMPT_FILE, RESULT_FILE
 
+from trainables.chain import source_tags
 from trainables.spec import Member
 from trainables.trainable import MEMBERS_KEY, members_of
 
@@ -76,6 +77,7 @@ def trial_tags(member: Member, sweep: str) -> dict:
         "m": str(flat["m"]) if "m" in flat else "",
         "seed": str(flat["seed"]),
         "sweep": sweep,
+        **source_tags(flat),
     }
 
 
