@@ -1,0 +1,73 @@
+"""Sweeps that feed sweeps (trainables/chain.py): a sources sweep, then an ATTEMPT sweep that
+takes its prompts, as one chain; the source runs named on every ATTEMPT run; a missing source
+sweep stops the second spec before any work."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from superpos.cli import main
+
+COMMON = {
+    "base": {"model": "tiny-t5", "batch_size": 8, "eval_batch_size": 16, "max_train_examples": 16, "max_eval_examples": 8,
+             "device": "cpu", "dropout": False},
+    "epochs": 1, "resources": {"cpu": 1}, "max_failures": 0,
+}
+
+
+def write_specs(tmp_path: Path) -> tuple[Path, Path]:
+    sources = {"name": "src", "experiment": "chain-src", **COMMON, "grid": {"task": ["cb", "rte"]},
+               "base": {**COMMON["base"], "method": "simple"}}
+    attempt = {"name": "att", "experiment": "chain-att", **COMMON, "grid": {"task": ["mrpc", "cb"]},
+               "base": {**COMMON["base"], "method": "attempt", "prompt_len": 10},
+               "method_options": {"attempt": {"source_prompts": {"sweep": "src", "tasks": ["rte", "cb"]}}}, "group_size": 2}
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text(yaml.safe_dump(sources))
+    b.write_text(yaml.safe_dump(attempt))
+    return a, b
+
+
+def runs(client, experiment, role="trial"):
+    exp = client.get_experiment_by_name(experiment)
+    return [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("superpos.role") == role]
+
+
+@pytest.mark.slow
+def test_a_chain_feeds_attempt_the_best_source_runs_and_a_missing_source_stops_before_work(data_dir, tmp_path, capsys):
+    import ray
+    from mlflow.tracking import MlflowClient
+
+    a, b = write_specs(tmp_path)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    common = ["--tracking-uri", uri, "--data-dir", str(data_dir)]
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        args = ["sweep", str(a), str(b), "--storage-path", str(tmp_path / "ray"), *common]
+        assert main(args) == 0
+        client = MlflowClient(uri)
+        source_ids = {r.data.tags["task"]: r.info.run_id for r in runs(client, "chain-src")}
+        attempt = runs(client, "chain-att")
+        assert len(attempt) == 2 and all(r.data.tags["status"] == "finished" for r in attempt)
+        for run in attempt:
+            tags = run.data.tags
+            assert tags["superpos.sources"] == "sweep" and tags["superpos.source_sweep"] == "src"
+            assert tags["superpos.source_runs"] == f"rte={source_ids['rte']},cb={source_ids['cb']}"  # the spec's order
+            assert source_ids["cb"] in run.data.params["source_prompts"]
+        fetched = sorted((tmp_path / "ray" / "att" / "sources" / "src" / "tiny-t5").iterdir())
+        assert [p.name.split("-")[0] for p in fetched] == ["cb", "rte"]
+
+        # --resume of the finished chain: both stages skipped, nothing new
+        assert main(args + ["--resume"]) == 0
+        assert "sweep src has finished; skipped" in capsys.readouterr().out
+        assert len(runs(client, "chain-att")) == 2
+
+        # the source sweep removed: the ATTEMPT spec stops before any work, naming it
+        (parent,) = runs(client, "chain-src", role="sweep")
+        client.delete_run(parent.info.run_id)
+        fresh = tmp_path / "ray2"
+        assert main(["sweep", str(b), "--storage-path", str(fresh), *common]) == 2
+        assert "source sweep 'src' not found" in capsys.readouterr().err
+        assert not fresh.exists() and len(runs(client, "chain-att", role="sweep")) == 1
+    finally:
+        ray.shutdown()
