@@ -169,6 +169,13 @@ class Trainer:
         self.train_split = encode(splits.train, first.max_train_examples)
         self.eval_split = encode(splits.validation, first.max_eval_examples)
         self.test_split = encode(splits.test, first.max_eval_examples) if splits.test is not None else None
+        #: per split, inputs over max_input_len: context shortened / text cut (superpos.inputs); logged with every evaluation
+        self.input_counts = {
+            f"{what}_{name}": getattr(split, what)
+            for name, split in (("train", self.train_split), ("validation", self.eval_split), ("test", self.test_split)) if split is not None
+            for what in ("shortened", "cut")
+        }
+        self._check_positions()
         self.trials = [self._build_trial(c, d) for c, d in zip(self.configs, self.out_dirs)]
         #: most trials that share one forward; halved when the GPU runs out of memory (_by_width)
         self.fused_width = len(self.trials)
@@ -184,6 +191,17 @@ class Trainer:
                 raise ConfigError(f"trials cannot share one backbone: they differ in {', '.join(differing)}")
         if len(self.configs) > 1 and any(c.method == "full" for c in self.configs):
             raise ConfigError("full fine-tuning changes the shared backbone and never fuses with other trials")
+
+    def _check_positions(self) -> None:
+        """A backbone with absolute positions (MiniLM: 512) must fit the prompt and the longest input."""
+        limit = getattr(self.backbone.model.config, "max_position_embeddings", None)
+        longest = max(len(r) for s in (self.train_split, self.eval_split, self.test_split) if s is not None for r in s.input_ids)
+        prompt = max(c.method_config().prompt_len for c in self.configs)
+        if limit is not None and longest + prompt > limit:
+            raise ConfigError(
+                f"inputs of up to {longest} tokens plus a {prompt}-token prompt exceed the {limit} positions of {self.backbone.name}; "
+                f"allowed: max_input_len <= {limit - prompt} (got {self.configs[0].max_input_len})"
+            )
 
     def steps_per_epoch(self) -> int:
         c = self.configs[0]
@@ -395,6 +413,7 @@ class Trainer:
             "train_loss": s.loss_sum / s.loss_count if s.loss_count else float("nan"),
             **scores,
             "best_score": s.best_score,
+            **self.input_counts,
         }
         if "test_score" in scores:  # heldout protocol: report the test score at the best validation step
             record["best_test_score"] = scores["test_score"] if improved or not s.history else s.history[-1]["best_test_score"]
@@ -423,6 +442,7 @@ class Trainer:
                 "steps": trial.state.step,
                 "examples": trial.state.examples,
                 "trainable_parameters": trial.num_trainable(),
+                "inputs": self.input_counts,
             }
             (trial.out_dir / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")
             # an ended run is never resumed: its optimizer state (3x the weights for full
