@@ -8,6 +8,13 @@ through the frozen model, and each trial's loss is its own mean over its own tok
 sum is back-propagated: a trial's parameters only reach its own rows, so gradients never mix,
 and each trial steps its own optimizer. With K = 1 this is the ordinary prompt-tuning loop.
 
+Dropout of the frozen model (when on) draws its masks from one stream, seeded with the first
+member's seed, over the whole fused batch: a fused group is reproducible (same group, same
+order, same width), but a member does not end as it would alone, and a width halved on GPU
+out-of-memory changes the masks. With dropout off, every member ends as it does alone (to
+float rounding) at any width. Per-trial dropout generators would need every dropout call of
+the frozen model split by trial rows; not done.
+
 Protocol (SuperPos paper section 3.4; methods.md section 5): AdamW with per-group weight
 decay, no LR scheduler by default, evaluation every epoch by greedy generation (rank
 classification is an option, not the paper's), invalid generations count as wrong, the
@@ -311,7 +318,8 @@ class Trainer:
         they do not fit through one forward on the GPU, CUDA's out-of-memory error halves the
         width for the rest of the run and the chunk that failed is redone, after restoring any
         gradient it had added (``keeps_grads``: gradient accumulation). A generous group size
-        costs no trial, and results are the same at every width, since trials never mix.
+        costs no trial, and with dropout off results are the same at every width, since trials never
+        mix (with dropout on the masks depend on the width: see the module docstring).
         """
         out, start = [], 0
         while start < len(trials):
