@@ -47,6 +47,7 @@ BAD = [
     (["--lr", "0"], "lr must be > 0, got 0.0"),
     (["--lr", "-1"], "lr must be > 0, got -1.0"),
     (["--epochs", "0"], "epochs must be >= 1, got 0"),
+    (["--method", "attempt"], r"ATTEMPT needs source prompts.*source_prompts: none"),
     (["--method", "simple", "--m", "8"], r"unknown option\(s\) m .*allowed: lr, prompt_len, sample_special_tokens, weight_decay"),
 ]
 
@@ -98,3 +99,10 @@ def test_unfinished_run_with_another_config_is_refused(data_dir, tmp_path, capsy
     (out / "result.json").unlink()  # now it looks unfinished
     assert train(data_dir, out, "--method", "simple", "--seed", "5") == 2
     assert "differs in: seed" in capsys.readouterr().err
+
+
+def test_attempt_without_source_prompts_only_on_purpose():
+    from superpos.cli import build_parser, config_from_args
+
+    args = build_parser().parse_args(["train", "--method", "attempt", "--source-prompts", "none"])
+    assert config_from_args(args).method_config().source_prompts == "none"

@@ -150,3 +150,21 @@ def test_best_file_round_trip(tmp_path):
     write_best(best, "superpos", "m", {"cb": {"lr": 0.1}}, "s")
     write_best(best, "superpos", "m", {"rte": {"lr": 0.2}}, "s")
     assert yaml.safe_load(best.read_text())["per_task"] == {"cb": {"lr": 0.1}, "rte": {"lr": 0.2}}
+
+
+def test_table3_runs_superpos_on_the_original_t5_base_beside_softmax():
+    """Appendix A.1: SuperPos on t5-base, 13 tasks, no softmax; softmax.yaml logs to the same experiment."""
+    s, softmax = load_spec(SWEEPS / "table3.yaml"), load_spec(SWEEPS / "softmax.yaml")
+    members = [m.config for m in s.members()]
+    assert {c.task for c in members} == PAPER_TASKS and len(members) == 13
+    assert {(c.model, c.method, c.method_options["softmax"], c.dropout) for c in members} == {("t5-base", "superpos", False, False)}
+    assert s.experiment == softmax.experiment
+    assert {(m.config.model, m.config.method_options["softmax"]) for m in softmax.members()} >= {("google/t5-small-lm-adapt", True)}
+
+
+def test_attempt_sources_trains_simple_prompts_on_the_four_glue_sources():
+    s = load_spec(SWEEPS / "attempt_sources.yaml")
+    table1 = load_spec(SWEEPS / "table1.yaml")
+    members = [m.config for m in s.members()]
+    assert {(c.task, c.model) for c in members} == {(t, m) for t in table1.source_sweeps["attempt"].tasks for m in table1.grid["model"]}
+    assert {c.method for c in members} == {"simple"} and table1.source_sweeps["attempt"].sweep == s.name
