@@ -71,3 +71,58 @@ def test_a_chain_feeds_attempt_the_best_source_runs_and_a_missing_source_stops_b
         assert not fresh.exists() and len(runs(client, "chain-att", role="sweep")) == 1
     finally:
         ray.shutdown()
+
+
+@pytest.mark.slow  # an MLflow sqlite store takes 10-30 s to create on the shared 2-core machine
+def test_resolution_takes_the_best_finished_run_per_task_and_model_and_names_what_is_missing(tmp_path):
+    """A synthetic store (docs/mlflow-layout.md): an unfinished source sweep is refused; once
+    finished, per (task, model) the finished run with the highest best_score is taken (a diverged
+    run with a higher score is not); a task without a finished run is named."""
+    import torch
+    from mlflow import MlflowClient
+    from safetensors.torch import save_file
+
+    from superpos.errors import ConfigError
+    from trainables.chain import fetch_sources, resolve_sources
+    from trainables.spec import parse_spec
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("src", artifact_location=(tmp_path / "artifacts").as_uri())
+    parent = client.create_run(exp, tags={"superpos.role": "sweep", "superpos.sweep": "src"}).info.run_id
+    ids = {}
+    for name, task, score, status in (("low", "cb", 0.5, "finished"), ("high", "cb", 0.7, "finished"),
+                                      ("diverged", "cb", 0.9, "diverged"), ("rte", "rte", 0.6, "finished")):
+        rid = client.create_run(exp, tags={"mlflow.parentRunId": parent, "superpos.role": "trial", "task": task, "model": "tiny-t5",
+                                           "status": status}).info.run_id
+        client.log_metric(rid, "best_score", score)
+        path = tmp_path / name / "prompt.safetensors"
+        path.parent.mkdir()
+        save_file({"prompt": torch.full((10, 64), score)}, str(path))
+        client.log_artifact(rid, str(path))
+        client.set_terminated(rid, "FINISHED")
+        ids[name] = rid
+
+    def spec(tasks):
+        raw = {"name": "att", "experiment": "att", "base": {"method": "attempt", "model": "tiny-t5", "task": "mrpc"},
+               "method_options": {"attempt": {"source_prompts": {"sweep": "src", "tasks": tasks}}}}
+        return parse_spec(raw, "att.yaml")
+
+    root = str(tmp_path / "ray" / "att")
+    with pytest.raises(ConfigError, match="source sweep 'src' has not finished"):
+        resolve_sources(spec(["cb"]), root, uri)
+    client.set_terminated(parent, "FINISHED")
+    with pytest.raises(ConfigError, match="att.yaml.*'src'.*no finished run of wic x tiny-t5"):
+        resolve_sources(spec(["cb", "wic"]), root, uri)
+    with pytest.raises(ConfigError, match="source sweep 'other' not found"):
+        resolve_sources(parse_spec({"name": "x", "experiment": "x", "base": {"method": "attempt"},
+                                    "method_options": {"attempt": {"source_prompts": {"sweep": "other", "tasks": ["cb"]}}}}, "x.yaml"), root, uri)
+    s = spec(["cb", "rte"])
+    resolve_sources(s, root, uri)
+    fetch_sources(s, uri)
+    (member,) = s.members()
+    paths = member.config.method_options["source_prompts"]
+    assert [Path(p).name for p in paths] == [f"cb-{ids['high']}.safetensors", f"rte-{ids['rte']}.safetensors"]
+    from safetensors.torch import load_file
+
+    assert float(load_file(paths[0])["prompt"][0, 0]) == pytest.approx(0.7)
