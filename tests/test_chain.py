@@ -126,3 +126,21 @@ def test_resolution_takes_the_best_finished_run_per_task_and_model_and_names_wha
     from safetensors.torch import load_file
 
     assert float(load_file(paths[0])["prompt"][0, 0]) == pytest.approx(0.7)
+
+
+def test_source_files_under_a_storage_uri_are_copied_to_the_local_cache(tmp_path, monkeypatch):
+    """gs:// / s3:// storage: the training node reads its source prompts from a local copy at a
+    path that is the same on every node (file:// stands in for the bucket)."""
+    from superpos.config import TrainConfig
+    from trainables.chain import localize
+
+    monkeypatch.setenv("SUPERPOS_CACHE", str(tmp_path / "cache"))
+    remote = tmp_path / "bucket" / "att" / "sources" / "src" / "tiny-t5" / f"cb-{'a' * 32}.safetensors"
+    remote.parent.mkdir(parents=True)
+    remote.write_bytes(b"prompt bytes")
+    config = TrainConfig(method="attempt", method_options={"source_prompts": [remote.as_uri()]})
+    (local,) = localize(config).method_options["source_prompts"]
+    assert Path(local).read_bytes() == b"prompt bytes" and Path(local).is_relative_to(tmp_path / "cache" / "sources")
+    assert localize(config).method_options["source_prompts"] == [local]  # the same path again
+    plain = TrainConfig(method="attempt", method_options={"source_prompts": [str(remote)]})
+    assert localize(plain) is plain

@@ -13,7 +13,8 @@ the MLflow tracking store (docs/mlflow-layout.md): the newest FINISHED parent ru
 of that method use, the child run with status ``finished`` and the highest ``best_score``
 (ties: the smaller run id). Its ``prompt.safetensors`` is downloaded to
 ``<storage>/<this sweep>/sources/<source sweep>/<model>/<task>-<run id>.safetensors`` and
-those local paths are the trials' ``source_prompts``, in the order of ``tasks`` (ATTEMPT,
+those paths are the trials' ``source_prompts`` (under a gs:// or s3:// storage, the node that
+trains copies them to its local cache first: ``localize``), in the order of ``tasks`` (ATTEMPT,
 SuperPos paper section 3.4: attention over frozen task-pretrained source prompts). A source
 sweep that is absent, unfinished, or lacks a finished run of some (task, model) stops the
 sweep with a ConfigError naming what is missing, before any work.
@@ -161,14 +162,8 @@ def resolve_sources(spec: "SweepSpec", root: str, tracking_uri: str) -> None:
     download yet. ConfigError naming the sweep and the missing (task, model) pairs."""
     if not spec.source_sweeps:
         return
-    from trainables.runner import is_uri
     from trainables.tracking import PARENT, client_for
 
-    if is_uri(root):
-        raise ConfigError(
-            f"{spec.source}: source prompts from another sweep need a local (or shared-filesystem) storage path, "
-            f"got {root}: the trials read them as local files"
-        )
     client = client_for(tracking_uri)
     for method, ref in spec.source_sweeps.items():
         parent = _parent(client, ref.sweep, ref.where, tracking_uri)
@@ -189,16 +184,16 @@ def resolve_sources(spec: "SweepSpec", root: str, tracking_uri: str) -> None:
                 f"{ref.where}: source sweep {ref.sweep!r} (parent run {parent.info.run_id}) has no finished run of "
                 f"{', '.join(missing)} (task x model); allowed source tasks there: {', '.join(sorted({t for t, _ in best})) or 'none'}"
             )
-        base = Path(root) / SOURCES_DIR / ref.sweep
-        ref.resolved = {
-            m: [(t, best[t, m][1], str(base / _slug(m) / f"{t}-{best[t, m][1]}.safetensors")) for t in ref.tasks] for m in models
-        }
+        base = f"{root.rstrip('/')}/{SOURCES_DIR}/{ref.sweep}"
+        ref.resolved = {m: [(t, best[t, m][1], f"{base}/{_slug(m)}/{t}-{best[t, m][1]}.safetensors") for t in ref.tasks] for m in models}
 
 
 def fetch_sources(spec: "SweepSpec", tracking_uri: str) -> None:
-    """Download each resolved run's ``prompt.safetensors`` to its path (kept if already there)."""
-    import shutil
+    """Download each resolved run's ``prompt.safetensors`` to its path under the sweep's storage
+    (a local directory or a gs:// / s3:// URI; a file already there is kept)."""
     import tempfile
+
+    import pyarrow.fs
 
     from trainables.tracking import client_for
 
@@ -206,17 +201,46 @@ def fetch_sources(spec: "SweepSpec", tracking_uri: str) -> None:
     for ref in spec.source_sweeps.values():
         for entries in ref.resolved.values():
             for _, run_id, path in entries:
-                dst = Path(path)
-                if dst.is_file():
+                fs, p = pyarrow.fs.FileSystem.from_uri(path if "://" in path else str(Path(path).resolve()))
+                if fs.get_file_info(p).type == pyarrow.fs.FileType.File:
                     continue
-                dst.parent.mkdir(parents=True, exist_ok=True)
                 with tempfile.TemporaryDirectory(prefix="superpos-source-") as tmp:
                     try:
                         got = client.download_artifacts(run_id, "prompt.safetensors", tmp)
                     except Exception as e:  # noqa: BLE001 - MLflow raises several kinds for a missing artifact
                         raise ConfigError(f"{ref.where}: run {run_id} of source sweep {ref.sweep!r} has no prompt.safetensors ({e})") from None
-                    shutil.move(got, dst.with_suffix(".part"))
-                (dst.with_suffix(".part")).replace(dst)
+                    fs.create_dir(p.rsplit("/", 1)[0], recursive=True)
+                    with fs.open_output_stream(f"{p}.part") as f:
+                        f.write(Path(got).read_bytes())
+                    fs.move(f"{p}.part", p)
+
+
+def localize(config: TrainConfig) -> TrainConfig:
+    """On the node that trains: source prompt files under a cloud storage path (gs://, s3://)
+    copied to ``<SUPERPOS_CACHE>/sources/<bucket path>``, the same local path on every node (so a
+    retried trial resumes with the same config), and the config pointed at them."""
+    paths = config.method_options.get(SOURCE_KEY)
+    if not isinstance(paths, list) or not any("://" in p for p in paths):
+        return config
+    return dataclasses.replace(config, method_options={**config.method_options, SOURCE_KEY: [_local_copy(p) if "://" in p else p for p in paths]})
+
+
+def _local_copy(uri: str) -> str:
+    import os
+
+    import pyarrow.fs
+
+    from superpos.settings import cache_dir
+
+    dst = cache_dir() / SOURCES_DIR / uri.split("://", 1)[1].lstrip("/")
+    if not dst.is_file():
+        fs, p = pyarrow.fs.FileSystem.from_uri(uri)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        part = dst.with_name(f"{dst.name}.{os.getpid()}.part")
+        with fs.open_input_stream(p) as f:
+            part.write_bytes(f.read())
+        part.replace(dst)
+    return str(dst)
 
 
 def prepare_sources(spec: "SweepSpec", opts: "RunOptions") -> None:
