@@ -5,6 +5,8 @@
 - ``table1.{csv,md,tex}`` (formatted) and ``table1_values.csv`` (tidy numbers, percent)
 - ``table2.{csv,md,tex}`` and ``table2_values.csv``
 - ``convergence.{csv,md,tex}`` and ``convergence_runs.csv`` (one row per run)
+- ``table3.{csv,md,tex}`` when the experiment has softmax or original-T5 SuperPos runs, and
+  ``inputs.{csv,md,tex}`` (inputs over the length limit per task and split)
 - ``fig2{a,b,c,d}_<model>.{png,pdf}`` per model
 - ``report.html``: self-contained (figures embedded as base64 PNG), opens with no server
 
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.caveats import attempt_without_sources, inputs_table
 from analysis.convergence import convergence_per_run, convergence_table
 from analysis.environments import environments
 from analysis.figures import PANELS, FigureFile
@@ -31,6 +34,7 @@ from analysis.render import to_html, write_table
 from analysis.runs import Experiment, load_experiment
 from analysis.table1 import best_evaluations, main_variant, row_scores, table1, table1_values
 from analysis.table2 import table2
+from analysis.table3 import table3
 from superpos.errors import ConfigError
 
 CAPTIONS = {
@@ -43,6 +47,11 @@ CAPTIONS = {
                    "score; mean±std over the runs (tasks and seeds) of each row, at each method's Table 1 setting.",
     "environment": "Environment: versions and hardware recorded by the runs behind Table 1, Table 2 and convergence "
                    "(env.* tags, superpos env); one column per distinct environment; – = not recorded.",
+    "table3": "Table 3 (appendix A.1, A.2): SuperPos PT without dropout on the original T5 Base and on T5v1.1 LM-adapted, "
+              "softmax on the superposition weights off/on; best validation score (%) as in Table 1; Paper row: yes where the "
+              "paper reports the cell, extension otherwise.",
+    "inputs": "Inputs over max_input_len per split: shortened = the context field (passage, paragraph, premise) shortened, "
+              "the question/hypothesis/answer kept whole; cut = the text cut at its end (superpos/inputs.py).",
 }
 
 
@@ -96,6 +105,10 @@ def _tables(report: Report, best: pd.DataFrame, exp: Experiment) -> None:
     values.to_csv(out / "table1_values.csv", index=False)
     report.files.append(out / "table1_values.csv")
     _add_table(report, "table1", table1(values))
+    for name, table in (("table3", table3(exp.runs, exp.history)), ("inputs", inputs_table(exp.runs, exp.history))):
+        if table is not None:
+            _add_table(report, name, table)
+    report.problems += attempt_without_sources(exp.runs)
     try:
         numbers, formatted, problems = table2(row_scores(values))
     except ConfigError as e:

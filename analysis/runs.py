@@ -32,7 +32,7 @@ REQUIRED_TAGS = ("task", "method", "model", "dropout", "seed")
 #: columns of ``Experiment.runs``, in order
 RUN_COLUMNS = (
     "run_id", "run_name", "trial_id", "sweep", "task", "method", "model", "dropout", "softmax", "m",
-    "seed", "status", "run_status", "start_time", "environment",
+    "seed", "status", "run_status", "start_time", "environment", "sources",
 )
 
 _BOOL_TAGS = {"true": True, "false": False}
@@ -140,8 +140,18 @@ def _run_row(run) -> tuple[dict, str | None]:
         "dropout": bools["dropout"], "softmax": bools["softmax"], "m": int(m) if m else None, "seed": tags["seed"],
         "status": tags.get("status", ""), "run_status": run.info.status, "start_time": run.info.start_time,
         "environment": environment_key(from_tags(tags)),
+        "sources": _sources(tags, run.data.params),
     }
     return row, None
+
+
+def _sources(tags: dict, params: dict) -> str:
+    """Where a trial's source prompts came from (tag superpos.sources: sweep, files, none); runs
+    logged before the tag existed: "none" when the param lists no file, "" without the param."""
+    if tags.get("superpos.sources"):
+        return tags["superpos.sources"]
+    value = params.get("source_prompts")
+    return "" if value is None else ("none" if value in ("[]", "none") else "files")
 
 
 def metric_histories(mlflow_client, metric_keys: dict[str, list[str]]) -> pd.DataFrame:

@@ -88,6 +88,13 @@ class Vocabulary:
     def __len__(self) -> int:
         return self.size
 
+    @property
+    def all_special_ids(self) -> list[int]:  # what prompt sampling leaves out (superpos.methods.base)
+        return [self.pad_token_id, self.eos_token_id]
+
+    def get_added_vocab(self) -> dict[str, int]:
+        return {}
+
 
 def make_model(size: str, device):
     """An fp32 T5ForConditionalGeneration (dropout 0.1 as in the v1.1 configs) and its tokenizer."""

@@ -64,7 +64,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--p-init", default=None, help="superpos: normal, one_hot, uniform or zeros")
     g.add_argument("--bottleneck", type=int, default=None, help="residual (128) / attempt (G = 100)")
     g.add_argument("--shared-mlp", action=argparse.BooleanOptionalAction, default=None, help="residual: one MLP for all tokens")
-    g.add_argument("--source-prompts", nargs="+", default=None, help="attempt: source prompt .safetensors files")
+    g.add_argument("--source-prompts", nargs="+", default=None, help="attempt: source prompt .safetensors files (required), or 'none' to run without (not the paper's ATTEMPT)")
     g.add_argument("--temperature", type=float, default=None, help="attempt: softmax temperature (default d*e)")
     g.add_argument("--rank", type=int, default=None, help="lowrank: rank b (10)")
 
@@ -73,6 +73,8 @@ def config_from_args(args: argparse.Namespace):
     from superpos.config import TrainConfig
 
     options = {k: getattr(args, k) for k in METHOD_FLAGS if getattr(args, k) is not None}
+    if options.get("source_prompts") == ["none"]:  # ATTEMPT without source prompts, on purpose
+        options["source_prompts"] = "none"
     kwargs = dict(
         task=args.task, method=args.method, model=args.model, epochs=args.epochs, batch_size=args.batch_size,
         eval_batch_size=args.eval_batch_size, grad_accum=args.grad_accum, lr=args.lr, weight_decay=args.weight_decay,

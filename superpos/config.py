@@ -45,7 +45,9 @@ class TrainConfig:
     source: str = "local"
     max_train_examples: int | None = None
     max_eval_examples: int | None = None
-    max_input_len: int = 256
+    #: input tokens per example (prompt excluded): T5's own maximum (512). A longer input is
+    #: fitted by shortening its context field only (superpos.inputs); counts per split are logged
+    max_input_len: int = 512
     #: evaluate every N optimizer steps as well as at the end of every epoch
     eval_every: int | None = None
     #: also checkpoint every N optimizer steps (spot instances); always at every evaluation

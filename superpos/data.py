@@ -9,7 +9,8 @@ is a SHA-256 of everything the result depends on:
   the same for local files and hub rows);
 * the tokenizer's identity: its full serialised definition (vocabulary, normaliser,
   post-processor), not just its name, since e.g. ``tiny-t5`` re-wires MiniLM's tokenizer;
-* the settings: the template and the backbone kind (which decide the targets), ``max_input_len``.
+* the settings: the template and the backbone kind (which decide the targets), ``max_input_len``
+  (an input over it keeps every field whole but the task's context field: superpos.inputs).
 
 A cache file is written to a temporary name and renamed into place, so a killed run never
 leaves a half-written entry and parallel runs never read one.
@@ -27,9 +28,10 @@ from pathlib import Path
 import torch
 
 from superpos.backbones.seq2seq import IGNORE
+from superpos.inputs import fit_inputs
 from superpos.settings import cache_dir
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: whole inputs (superpos.inputs), shortened/cut counts
 
 
 @dataclass
@@ -42,6 +44,10 @@ class EncodedSplit:
     groups: list
     #: True when this split was read from the tokenisation cache
     from_cache: bool = False
+    #: examples over max_input_len whose context field was shortened (superpos.inputs)
+    shortened: int = 0
+    #: examples cut at the end of the text (no context field, or the rest alone too long)
+    cut: int = 0
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -93,7 +99,8 @@ def _save(path: Path, split: EncodedSplit) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     ids, id_lens = _flatten(split.input_ids)
     targets, target_lens = _flatten(split.targets)
-    payload = {"input_ids": ids, "input_lens": id_lens, "targets": targets, "target_lens": target_lens}
+    payload = {"input_ids": ids, "input_lens": id_lens, "targets": targets, "target_lens": target_lens,
+               "fitted": torch.tensor([split.shortened, split.cut])}
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     torch.save(payload, tmp)
     os.replace(tmp, path)
@@ -101,12 +108,15 @@ def _save(path: Path, split: EncodedSplit) -> None:
 
 def _load(path: Path, golds: list, groups: list) -> EncodedSplit:
     payload = torch.load(path, weights_only=True)
+    shortened, cut = payload["fitted"].tolist()
     return EncodedSplit(
         _unflatten(payload["input_ids"], payload["input_lens"]),
         _unflatten(payload["targets"], payload["target_lens"]),
         golds,
         groups,
         from_cache=True,
+        shortened=shortened,
+        cut=cut,
     )
 
 
@@ -117,14 +127,14 @@ def encode_split(backbone, task, examples, template: str, max_input_len: int, *,
     path = cache_path(backbone, template, texts, golds, groups, max_input_len) if cache else None
     if path is not None and path.is_file():
         return _load(path, golds, groups)
-    input_ids = backbone.tokenizer(texts, truncation=True, max_length=max_input_len)["input_ids"]
+    inputs = fit_inputs(backbone.tokenizer, task, examples, template, max_input_len)
     target_cache: dict = {}  # one tokenisation per distinct label
     targets = []
     for ex in examples:
         if ex.label not in target_cache:
             target_cache[ex.label] = backbone.encode_target(task, ex, template)
         targets.append(target_cache[ex.label])
-    split = EncodedSplit(list(input_ids), targets, golds, groups)
+    split = EncodedSplit(inputs.input_ids, targets, golds, groups, shortened=inputs.shortened, cut=inputs.cut)
     if path is not None:
         _save(path, split)
     return split

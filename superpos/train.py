@@ -8,6 +8,13 @@ through the frozen model, and each trial's loss is its own mean over its own tok
 sum is back-propagated: a trial's parameters only reach its own rows, so gradients never mix,
 and each trial steps its own optimizer. With K = 1 this is the ordinary prompt-tuning loop.
 
+Dropout of the frozen model (when on) draws its masks from one stream, seeded with the first
+member's seed, over the whole fused batch: a fused group is reproducible (same group, same
+order, same width), but a member does not end as it would alone, and a width halved on GPU
+out-of-memory changes the masks. With dropout off, every member ends as it does alone (to
+float rounding) at any width. Per-trial dropout generators would need every dropout call of
+the frozen model split by trial rows; not done.
+
 Protocol (SuperPos paper section 3.4; methods.md section 5): AdamW with per-group weight
 decay, no LR scheduler by default, evaluation every epoch by greedy generation (rank
 classification is an option, not the paper's), invalid generations count as wrong, the
@@ -187,6 +194,13 @@ class Trainer:
         self.train_split = encode(splits.train, first.max_train_examples)
         self.eval_split = encode(splits.validation, first.max_eval_examples)
         self.test_split = encode(splits.test, first.max_eval_examples) if splits.test is not None else None
+        #: per split, inputs over max_input_len: context shortened / text cut (superpos.inputs); logged with every evaluation
+        self.input_counts = {
+            f"{what}_{name}": getattr(split, what)
+            for name, split in (("train", self.train_split), ("validation", self.eval_split), ("test", self.test_split)) if split is not None
+            for what in ("shortened", "cut")
+        }
+        self._check_positions()
         self.trials = [self._build_trial(c, d) for c, d in zip(self.configs, self.out_dirs)]
         #: most trials that share one forward; halved when the GPU runs out of memory (_by_width)
         self.fused_width = len(self.trials)
@@ -202,6 +216,17 @@ class Trainer:
                 raise ConfigError(f"trials cannot share one backbone: they differ in {', '.join(differing)}")
         if len(self.configs) > 1 and any(c.method == "full" for c in self.configs):
             raise ConfigError("full fine-tuning changes the shared backbone and never fuses with other trials")
+
+    def _check_positions(self) -> None:
+        """A backbone with absolute positions (MiniLM: 512) must fit the prompt and the longest input."""
+        limit = getattr(self.backbone.model.config, "max_position_embeddings", None)
+        longest = max(len(r) for s in (self.train_split, self.eval_split, self.test_split) if s is not None for r in s.input_ids)
+        prompt = max(c.method_config().prompt_len for c in self.configs)
+        if limit is not None and longest + prompt > limit:
+            raise ConfigError(
+                f"inputs of up to {longest} tokens plus a {prompt}-token prompt exceed the {limit} positions of {self.backbone.name}; "
+                f"allowed: max_input_len <= {limit - prompt} (got {self.configs[0].max_input_len})"
+            )
 
     def steps_per_epoch(self) -> int:
         c = self.configs[0]
@@ -312,7 +337,8 @@ class Trainer:
         they do not fit through one forward on the GPU, CUDA's out-of-memory error halves the
         width for the rest of the run and the chunk that failed is redone, after restoring any
         gradient it had added (``keeps_grads``: gradient accumulation). A generous group size
-        costs no trial, and results are the same at every width, since trials never mix.
+        costs no trial, and with dropout off results are the same at every width, since trials never
+        mix (with dropout on the masks depend on the width: see the module docstring).
         """
         out, start = [], 0
         while start < len(trials):
@@ -334,11 +360,14 @@ class Trainer:
             print(f"out of GPU memory with {len(chunk)} trials fused: {self.fused_width} a forward from now on", file=sys.stderr)
         return out
 
-    def train_step(self, trials: Sequence[Trial], batches: Sequence[Batch]) -> list[float]:
-        """Forward/backward of one micro-batch per trial (``fused_width`` trials a forward); returns each trial's mean loss."""
-        return self._by_width(trials, lambda chunk: self._train_fused([trials[i] for i in chunk], [batches[i] for i in chunk]), keeps_grads=True)
+    def train_step(self, trials: Sequence[Trial], batches: Sequence[Batch], accum: int | None = None) -> list[float]:
+        """Forward/backward of one micro-batch per trial (``fused_width`` trials a forward); returns
+        each trial's mean loss. ``accum``: micro-batches in this accumulation (default ``grad_accum``;
+        fewer in an epoch's short last one), each loss is divided by it."""
+        run = lambda chunk: self._train_fused([trials[i] for i in chunk], [batches[i] for i in chunk], accum)  # noqa: E731
+        return self._by_width(trials, run, keeps_grads=True)
 
-    def _train_fused(self, trials: Sequence[Trial], batches: Sequence[Batch]) -> list[float]:
+    def _train_fused(self, trials: Sequence[Trial], batches: Sequence[Batch], accum: int | None = None) -> list[float]:
         with self._autocast():
             embeds, masks, groups = self._fuse(trials, batches)
             tgt_width = max(b.targets.shape[1] for b in batches)
@@ -349,7 +378,7 @@ class Trainer:
             loss = sums[group.rows].sum() / counts[group.rows].sum().clamp(min=1)
             losses.append(loss.item())
             if math.isfinite(losses[-1]):
-                part = loss / trial.config.grad_accum
+                part = loss / (accum or trial.config.grad_accum)
                 total = part if total is None else total + part
         if total is not None:
             total.backward()
@@ -411,6 +440,7 @@ class Trainer:
             "train_loss": s.loss_sum / s.loss_count if s.loss_count else float("nan"),
             **scores,
             "best_score": s.best_score,
+            **self.input_counts,
         }
         if "test_score" in scores:  # heldout protocol: report the test score at the best validation step
             record["best_test_score"] = scores["test_score"] if improved or not s.history else s.history[-1]["best_test_score"]
@@ -439,6 +469,7 @@ class Trainer:
                 "steps": trial.state.step,
                 "examples": trial.state.examples,
                 "trainable_parameters": trial.num_trainable(),
+                "inputs": self.input_counts,
             }
             (trial.out_dir / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")
             # an ended run is never resumed: its optimizer state (3x the weights for full
@@ -472,7 +503,8 @@ class Trainer:
                 if not live:
                     break
                 batches = [collate(self.train_split, orders[k][b * bs : (b + 1) * bs], pad, self.device) for k, _ in live]
-                losses = self.train_step([t for _, t in live], batches)
+                # an epoch's last accumulation may be short: average over the micro-batches it has
+                losses = self.train_step([t for _, t in live], batches, min(accum, batches_per_epoch - b // accum * accum))
                 last_in_epoch = b == batches_per_epoch - 1
                 due = []
                 for (k, t), loss, batch in zip(live, losses, batches):

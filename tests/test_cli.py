@@ -51,7 +51,8 @@ BAD = [
     (["--weight-decay", "inf"], "weight_decay must be a finite number >= 0, got inf"),
     (["--method", "attempt", "--temperature", "nan"], r"temperature must be a finite number > 0, got nan \(or unset for d\*e\)"),
     (["--epochs", "0"], "epochs must be >= 1, got 0"),
-    (["--method", "simple", "--m", "8"], r"unknown option\(s\) m .*allowed: lr, prompt_len, weight_decay"),
+    (["--method", "attempt"], r"ATTEMPT needs source prompts.*source_prompts: none"),
+    (["--method", "simple", "--m", "8"], r"unknown option\(s\) m .*allowed: lr, prompt_len, sample_special_tokens, weight_decay"),
 ]
 
 
@@ -139,3 +140,10 @@ def test_m_beyond_the_vocabulary_is_refused_before_the_model_loads(data_dir, tmp
     monkeypatch.setattr(superpos.train, "load_splits", no_load)
     assert train(data_dir, tmp_path / "out", "--m", "30523") == 2
     assert "m = 30523 exceeds the vocabulary of tiny-t5 (30522 real tokens); allowed: 1..30522" in capsys.readouterr().err
+
+
+def test_attempt_without_source_prompts_only_on_purpose():
+    from superpos.cli import build_parser, config_from_args
+
+    args = build_parser().parse_args(["train", "--task", "cb", "--model", "tiny-t5", "--method", "attempt", "--source-prompts", "none"])
+    assert config_from_args(args).method_config().source_prompts == "none"

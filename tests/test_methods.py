@@ -14,6 +14,8 @@ PROMPT_METHODS = ["simple", "superpos", "residual", "attempt", "lowrank"]
 
 
 def make(name, backbone, seed=0, **options):
+    if name == "attempt":
+        options.setdefault("source_prompts", "none")
     return build_method(name, method_config(name, options), backbone, torch.Generator().manual_seed(seed))
 
 
@@ -105,7 +107,8 @@ def test_superpos_default_init_gives_token_like_norms(tiny_t5):
 def test_superpos_m_bounds(tiny_t5):
     with pytest.raises(ConfigError, match="m must be >= 1"):
         make("superpos", tiny_t5, m=0)
-    with pytest.raises(ConfigError, match=r"exceeds the vocabulary.*allowed: 1\.\.30522"):
+    n = tiny_t5.vocab_size() - len(_special_ids(tiny_t5))  # special tokens are not drawn by default
+    with pytest.raises(ConfigError, match=rf"exceeds the vocabulary.*allowed: 1\.\.{n}"):
         make("superpos", tiny_t5, m=tiny_t5.vocab_size() + 1)
     assert make("superpos", tiny_t5, m=1, prompt_len=2).E.shape == (2, tiny_t5.hidden_size, 1)
 
@@ -168,12 +171,42 @@ def test_paper_defaults_per_method():
         "attempt": (0.3, 1e-5), "lowrank": (0.3, 1e-5), "full": (1e-5, 0.0),
     }
     for name, (lr, wd) in expected.items():
-        cfg = method_config(name, {})
+        cfg = method_config(name, {"source_prompts": "none"} if name == "attempt" else {})
         assert (cfg.lr, cfg.weight_decay) == (lr, wd), name
     assert method_config("superpos", {}).m == 128 and method_config("superpos", {}).prompt_len == 10
-    assert method_config("residual", {}).bottleneck == 128 and method_config("attempt", {}).bottleneck == 100
+    assert method_config("residual", {}).bottleneck == 128 and method_config("attempt", {"source_prompts": "none"}).bottleneck == 100
 
 
 def test_unknown_method_option_names_allowed_ones():
-    with pytest.raises(ConfigError, match=r"unknown option\(s\) m .*allowed: lr, prompt_len, weight_decay"):
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) m .*allowed: lr, prompt_len, sample_special_tokens, weight_decay"):
         method_config("simple", {"m": 4})
+
+
+def _special_ids(backbone):
+    tok = backbone.tokenizer
+    return {i for i in set(tok.all_special_ids) | set(tok.get_added_vocab().values()) if i < backbone.vocab_size()}
+
+
+@pytest.mark.parametrize("name", ["simple", "superpos"])
+def test_prompt_sampling_skips_special_and_added_tokens_unless_asked(name, tiny_t5):
+    """Drawing every sampleable token: by default no pad/EOS/UNK/sentinel/added id is among them
+    (token_ids stay real vocabulary ids); ``sample_special_tokens`` puts them back."""
+    special = _special_ids(tiny_t5)
+    assert special  # pad, eos, unk at least
+    n = tiny_t5.vocab_size() - len(special)
+    key = "m" if name == "superpos" else "prompt_len"
+    method = make(name, tiny_t5, **{key: n}, **({"prompt_len": 1} if name == "superpos" else {}))
+    ids = set(method.token_ids.tolist())
+    assert len(ids) == n and not ids & special and max(ids) < tiny_t5.vocab_size()
+    with pytest.raises(ConfigError, match="sampleable|special"):
+        make(name, tiny_t5, **{key: n + 1}, **({"prompt_len": 1} if name == "superpos" else {}))
+    everything = make(name, tiny_t5, sample_special_tokens=True, **{key: n + len(special)}, **({"prompt_len": 1} if name == "superpos" else {}))
+    assert special <= set(everything.token_ids.tolist())
+
+
+def test_attempt_without_source_prompts_is_refused_unless_none_is_written(tiny_t5):
+    for empty in ([], None, "all"):
+        with pytest.raises(ConfigError, match="ATTEMPT needs source prompts.*source_prompts: none"):
+            method_config("attempt", {} if empty is None else {"source_prompts": empty})
+    method = make("attempt", tiny_t5, source_prompts="none")
+    assert method.sources.shape[0] == 0

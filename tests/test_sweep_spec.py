@@ -17,9 +17,17 @@ def spec(**kw):
     return parse_spec(raw, "test.yaml")
 
 
+def resolved_offline(s, root="/sweeps/sources"):
+    """Resolve a spec's source sweeps to placeholder files (what trainables.chain fetches)."""
+    for ref in s.source_sweeps.values():
+        models = {m.get("model") for m in (s.merged(p) for p in s.points())}
+        ref.resolved = {m: [(t, "0" * 32, f"{root}/{m}/{t}.safetensors") for t in ref.tasks] for m in models}
+    return s
+
+
 @pytest.mark.parametrize("path", sorted(SWEEPS.glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_specs_validate(path):
-    s = load_spec(path)
+    s = resolved_offline(load_spec(path))
     if s.search == "grid":
         groups = s.groups()
         assert groups and all(len(g) <= s.group_size for g in groups)
@@ -29,7 +37,10 @@ def test_shipped_specs_validate(path):
 
 def test_table1_is_the_paper_grid():
     s = load_spec(SWEEPS / "table1.yaml")
-    members = [m.config for m in s.members()]
+    assert s.source_sweeps["attempt"].sweep == "attempt_sources"
+    with pytest.raises(ConfigError, match="table1.yaml.*attempt_sources.*resolved from the MLflow store"):
+        s.members()  # before the sweep starts, the source prompts are not known
+    members = [m.config for m in resolved_offline(s).members()]
     assert {c.task for c in members} == PAPER_TASKS
     # 13 tasks x 5 methods x 2 dropout x 2 models, minus ATTEMPT on 4 tasks, minus full without dropout
     assert len(members) == 13 * 5 * 2 * 2 - 4 * 2 * 2 - 13 * 2
@@ -40,6 +51,20 @@ def test_table1_is_the_paper_grid():
     assert by_method["superpos"].lr == 0.01 and by_method["superpos"].method_options["m"] == 128  # paper 3.4
     assert by_method["residual"].lr == 0.3 and by_method["full"].lr == 1e-5
     assert all(len(g) == 1 for g in s.groups() if g[0].config.method == "full")
+    attempt = [c for c in members if c.method == "attempt"]
+    assert all(len(c.method_options["source_prompts"]) == 4 and c.model in c.method_options["source_prompts"][0] for c in attempt)
+
+
+def test_table1_without_source_prompts_is_refused():
+    raw = yaml.safe_load((SWEEPS / "table1.yaml").read_text())
+    del raw["method_options"]
+    with pytest.raises(ConfigError, match="table1.yaml.*ATTEMPT needs source prompts.*source_prompts: none"):
+        parse_spec(raw, "table1.yaml").members()
+    raw["method_options"] = {"attempt": {"source_prompts": "none"}}  # on purpose: allowed
+    assert len(parse_spec(raw, "table1.yaml").members()) == 218
+    raw["method_options"] = {"attempt": {"source_prompts": {"sweep": "s", "tasks": ["nope"]}}}
+    with pytest.raises(ConfigError, match="unknown task 'nope'.*method_options.attempt.source_prompts"):
+        parse_spec(raw, "table1.yaml")
 
 
 def test_ablation_m_covers_1_to_256():
@@ -127,3 +152,21 @@ def test_best_file_round_trip(tmp_path):
     write_best(best, "superpos", "m", {"cb": {"lr": 0.1}}, "s")
     write_best(best, "superpos", "m", {"rte": {"lr": 0.2}}, "s")
     assert yaml.safe_load(best.read_text())["per_task"] == {"cb": {"lr": 0.1}, "rte": {"lr": 0.2}}
+
+
+def test_table3_runs_superpos_on_the_original_t5_base_beside_softmax():
+    """Appendix A.1: SuperPos on t5-base, 13 tasks, no softmax; softmax.yaml logs to the same experiment."""
+    s, softmax = load_spec(SWEEPS / "table3.yaml"), load_spec(SWEEPS / "softmax.yaml")
+    members = [m.config for m in s.members()]
+    assert {c.task for c in members} == PAPER_TASKS and len(members) == 13
+    assert {(c.model, c.method, c.method_options["softmax"], c.dropout) for c in members} == {("t5-base", "superpos", False, False)}
+    assert s.experiment == softmax.experiment
+    assert {(m.config.model, m.config.method_options["softmax"]) for m in softmax.members()} >= {("google/t5-small-lm-adapt", True)}
+
+
+def test_attempt_sources_trains_simple_prompts_on_the_four_glue_sources():
+    s = load_spec(SWEEPS / "attempt_sources.yaml")
+    table1 = load_spec(SWEEPS / "table1.yaml")
+    members = [m.config for m in s.members()]
+    assert {(c.task, c.model) for c in members} == {(t, m) for t in table1.source_sweeps["attempt"].tasks for m in table1.grid["model"]}
+    assert {c.method for c in members} == {"simple"} and table1.source_sweeps["attempt"].sweep == s.name

@@ -21,12 +21,13 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def sweep(args: argparse.Namespace) -> int:
     """Run a sweep spec (grid, or a search spec) with Ray Tune, logging to MLflow."""
-    from trainables.runner import RunOptions, run_sweep
+    from trainables.chain import run_chain
+    from trainables.runner import RunOptions
     from trainables.spec import load_spec
 
-    spec = load_spec(args.spec)
+    specs = [load_spec(path) for path in args.spec]  # every stage of a chain validated before any work
     opts = RunOptions(args.resume, args.tracking_uri, args.storage_path, _data_dir(args.data_dir), args.address)
-    errors = run_sweep(spec, opts)
+    errors = run_chain(specs, opts)
     return 1 if errors else 0
 
 
@@ -68,7 +69,7 @@ def _data_dir(path: str | None) -> str | None:
 def register(subparsers) -> None:
     """Add ``sweep`` and ``search`` to the ``superpos`` console script."""
     p = subparsers.add_parser("sweep", help="run a sweep spec (sweeps/*.yaml) with Ray Tune + MLflow")
-    p.add_argument("spec", help="a sweep spec, e.g. sweeps/smoke.yaml")
+    p.add_argument("spec", nargs="+", help="sweep spec(s), e.g. sweeps/smoke.yaml; several run as a chain, in order (trainables/chain.py)")
     _common(p)
     p.set_defaults(func=sweep)
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from superpos.errors import ConfigError
 
+from trainables.chain import prepare_sources
 from trainables.spec import SweepSpec, round_best, write_best
 from trainables.trainable import BASE_KEY, MEMBERS_KEY, PROMPT_EVERY_EVAL_KEY, TrialGroup, grid_trial_config, train_group
 
@@ -182,6 +183,7 @@ def start(spec: SweepSpec, opts: RunOptions) -> tuple[str, dict]:
 
 def run_sweep(spec: SweepSpec, opts: RunOptions) -> int:
     """A grid sweep; returns the number of trials that errored or did not end (0: all ended)."""
+    prepare_sources(spec, opts)  # source prompts from another sweep: resolved before any work
     if spec.search != "grid":
         return run_search(spec, opts)
     from ray import tune

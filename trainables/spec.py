@@ -29,6 +29,8 @@ from superpos.errors import ConfigError
 from superpos.methods import METHODS
 from superpos.train import SHARED_KEYS
 
+from trainables.chain import check_resolved, parse_source_sweeps
+
 SEARCHES = ("grid", "random", "optuna")
 SCHEDULERS = ("none", "asha")
 #: search-space kinds; bounds are inclusive for the integer kinds
@@ -117,6 +119,8 @@ class SweepSpec:
     max_failures: int = 2
     #: where ``superpos search`` writes the best hyperparameters (a file ``include`` reads)
     best_file: str | None = None
+    #: method -> source prompts from another sweep (``method_options.M.source_prompts: {sweep, tasks}``; trainables/chain.py)
+    source_sweeps: dict = field(default_factory=dict)
 
     # -- trials ------------------------------------------------------------------------
     def base_config(self) -> dict:
@@ -143,6 +147,8 @@ class SweepSpec:
         flat = self.base_config()
         method = point.get("method", flat.get("method", TrainConfig.method))
         flat.update(self.method_options.get(method, {}))
+        if method in self.source_sweeps:
+            flat["source_prompts"] = self.source_sweeps[method].value(point.get("model", flat.get("model", TrainConfig.model)))
         task = point.get("task", flat.get("task", TrainConfig.task))
         for best in self._includes():
             if best.get("method") == method:
@@ -151,6 +157,7 @@ class SweepSpec:
         return flat
 
     def member(self, flat: dict, where: str) -> Member:
+        check_resolved(flat, where)
         try:
             config = TrainConfig.from_flat(flat, where).resolve()
         except ConfigError as e:  # some core checks do not say where: name the file and point
@@ -209,7 +216,7 @@ def trial_id(config: TrainConfig) -> str:
 
 
 # -- loading ----------------------------------------------------------------------------
-_SPEC_KEYS = {f.name for f in dataclasses.fields(SweepSpec)} - {"source"}
+_SPEC_KEYS = {f.name for f in dataclasses.fields(SweepSpec)} - {"source", "source_sweeps"}
 
 
 def _where(source: str, key: str) -> str:
@@ -287,6 +294,7 @@ def parse_spec(raw: Any, source: str = "<spec>") -> SweepSpec:
         if bad:
             raise ConfigError(f"{_where(source, f'method_options.{method}')}: unknown option(s) {', '.join(bad)}; allowed: {', '.join(sorted(allowed))}")
     kw["method_options"] = {k: dict(v) for k, v in opts.items()}
+    kw["source_sweeps"] = parse_source_sweeps(kw["method_options"], source)
 
     grid = _check_type(raw.get("grid", {}), dict, source, "grid", "a mapping key -> list of values")
     _check_flat_keys(grid, source, "grid")

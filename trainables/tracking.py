@@ -28,6 +28,7 @@ from ray import tune
 from superpos.environment import as_tags
 from superpos.run_dir import CONFIG_FILE, ENVIRONMENT_FILE, METRICS_FILE, PROMPT_FILE, RESULT_FILE
 
+from trainables.chain import source_tags
 from trainables.spec import Member
 from trainables.trainable import MEMBERS_KEY, members_of
 
@@ -77,6 +78,7 @@ def trial_tags(member: Member, sweep: str) -> dict:
         "m": str(flat["m"]) if "m" in flat else "",
         "seed": str(flat["seed"]),
         "sweep": sweep,
+        **source_tags(flat),
     }
 
 

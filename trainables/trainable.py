@@ -34,6 +34,7 @@ from superpos.config import TrainConfig
 from superpos.run_dir import PROMPT_FILE, RESULT_FILE, save_prompt
 from superpos.train import Callback, Trainer, Trial
 
+from trainables.chain import localize
 from trainables.spec import Member
 
 #: trial-config keys: grid trials carry their members, search trials a base plus sampled keys
@@ -169,7 +170,7 @@ def train_group(config: dict) -> None:
     reporter = _Reporter(members, out_dirs, out_root, prompts=bool(config.get(PROMPT_EVERY_EVAL_KEY)))
     pending = [m for m in members if status_of(out_dirs[m.id]) == "running"]
     if pending:
-        trainer = Trainer([m.config for m in pending], [out_dirs[m.id] for m in pending], callbacks=[reporter], progress=False)
+        trainer = Trainer([localize(m.config) for m in pending], [out_dirs[m.id] for m in pending], callbacks=[reporter], progress=False)
         reporter.trainer = trainer
         trainer.fit()
     reporter.report()  # final: every member's status, result.json and prompt in the checkpoint

@@ -4,7 +4,13 @@ Trainable: the target prompt P_t (n x d, from n unique sampled real token embedd
 the attention module h = LayerNorm(W_up SiLU(W_down x)) with W_down (d -> G) and W_up
 (G -> d), both without bias, as the official code. Frozen: k source prompts loaded from
 safetensors files (key ``prompt``, shape (n, d): what a ``simple`` run exports as
-``prompt.safetensors``).
+``prompt.safetensors``; a sweep spec can take them from another sweep's runs,
+trainables/chain.py).
+
+Without source prompts the attention runs over the target prompt alone (weight 1), the
+attention module gets no gradient, and the method is simple prompt tuning at lr 0.3: not the
+paper's ATTEMPT. So no source prompts is refused unless asked for with ``source_prompts:
+"none"`` (CLI ``--source-prompts none``); such runs are tagged and the report says so.
 
 Forward (the official "sub" method, methods.md section 1): x = max-pool of the input
 embeddings over (unmasked) tokens; pool_j = max-pool of each of the k source prompts and of
@@ -23,15 +29,20 @@ from safetensors.torch import load_file
 from torch import nn
 
 from superpos.errors import ConfigError, check_finite
-from superpos.methods.base import MethodConfig, PromptMethod
+from superpos.methods.base import PromptMethod, SampledInitConfig
+
+
+#: the value of ``source_prompts`` that runs ATTEMPT without source prompts on purpose
+NO_SOURCES = "none"
 
 
 @dataclass
-class AttemptConfig(MethodConfig):
+class AttemptConfig(SampledInitConfig):
     lr: float = 0.3
     weight_decay: float = 1e-5
     bottleneck: int = 100
-    source_prompts: list[str] = field(default_factory=list)
+    #: source prompt files, or NO_SOURCES to run without on purpose (an empty list is refused)
+    source_prompts: list[str] | str = field(default_factory=list)
     #: softmax temperature T; None means d * e
     temperature: float | None = None
 
@@ -41,6 +52,14 @@ class AttemptConfig(MethodConfig):
             raise ConfigError(f"bottleneck must be >= 1, got {self.bottleneck}")
         if self.temperature is not None:
             check_finite("temperature", self.temperature, where="or unset for d*e")
+        if self.source_prompts == NO_SOURCES:
+            return
+        if isinstance(self.source_prompts, str) or not self.source_prompts:
+            raise ConfigError(
+                f"ATTEMPT needs source prompts (source_prompts: .safetensors files of simple prompt tuning runs on the source tasks; "
+                f"SuperPos paper section 3.4), got {self.source_prompts!r}; a sweep spec can take them from another sweep "
+                f"({{sweep: NAME, tasks: [...]}}); write source_prompts: {NO_SOURCES} to run without them (not the paper's ATTEMPT)"
+            )
         for path in self.source_prompts:
             if not str(path).endswith(".safetensors"):
                 raise ConfigError(f"source prompt {path!r} is not a .safetensors file")
@@ -67,11 +86,12 @@ class AttemptPrompt(PromptMethod):
     name = "attempt"
     input_dependent = True
 
-    def __init__(self, config: AttemptConfig, vocab: torch.Tensor, generator: torch.Generator):
+    def __init__(self, config: AttemptConfig, vocab: torch.Tensor, generator: torch.Generator, candidates: torch.Tensor | None = None):
         super().__init__(config)
         n, d = config.prompt_len, vocab.shape[1]
-        self.target = self._sampled_prompt(vocab, n, generator)
-        sources = [load_source_prompt(p, n, d) for p in config.source_prompts]
+        self.target = self._sampled_prompt(vocab, n, generator, candidates)
+        paths = [] if config.source_prompts == NO_SOURCES else config.source_prompts
+        sources = [load_source_prompt(p, n, d) for p in paths]
         self.register_buffer("sources", torch.stack(sources) if sources else torch.empty(0, n, d))
         self.temperature = config.temperature or d * math.e
         with torch.random.fork_rng(devices=[]):

@@ -49,11 +49,41 @@ class MethodConfig:
             raise ConfigError(f"prompt_len must be >= {self.min_prompt_len}, got {self.prompt_len}")
 
 
-def sample_token_ids(vocab_size: int, k: int, generator: torch.Generator) -> torch.Tensor:
-    """k unique ids of real tokens (rows past the tokenizer's size are never drawn)."""
-    if not 1 <= k <= vocab_size:
-        raise ConfigError(f"cannot sample {k} unique tokens from a vocabulary of {vocab_size}; allowed: 1..{vocab_size}")
-    return torch.randperm(vocab_size, generator=generator)[:k]
+@dataclass
+class SampledInitConfig(MethodConfig):
+    """Options of methods initialised from sampled vocabulary embeddings.
+
+    The paper samples "unique token embeddings from the embedding layer" (section 3.4) and
+    names no special tokens; PEFT's ``PromptTuningInit.SAMPLE_VOCAB`` draws any row of the
+    embedding table, with replacement (``torch.randint(0, num_embeddings, ...)``), padded rows,
+    pad, EOS, UNK and T5's sentinels included. Here the draw is over real tokens without
+    replacement, and by default without the tokenizer's special and added tokens (pad, EOS,
+    UNK, T5's 100 sentinels: rows the model never reads as words); ``sample_special_tokens:
+    true`` keeps them in the draw.
+    """
+
+    sample_special_tokens: bool = False
+
+
+def sampleable_ids(tokenizer, vocab_size: int, special: bool) -> torch.Tensor:
+    """Ids a prompt initialisation may draw: the ``vocab_size`` real token rows, less every id
+    of ``tokenizer.all_special_ids`` and of its added vocabulary unless ``special``. Works for
+    any Hugging Face tokenizer, so every backbone gets the same rule."""
+    ids = torch.arange(vocab_size)
+    if special:
+        return ids
+    excluded = set(tokenizer.all_special_ids) | set(tokenizer.get_added_vocab().values())
+    keep = torch.ones(vocab_size, dtype=torch.bool)
+    keep[[i for i in excluded if 0 <= i < vocab_size]] = False
+    return ids[keep]
+
+
+def sample_token_ids(candidates: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """k unique ids drawn from ``candidates`` (1-D real vocabulary ids)."""
+    n = len(candidates)
+    if not 1 <= k <= n:
+        raise ConfigError(f"cannot sample {k} unique tokens from a vocabulary of {n} sampleable tokens; allowed: 1..{n}")
+    return candidates[torch.randperm(n, generator=generator)[:k]]
 
 
 class PromptMethod(nn.Module):
@@ -89,8 +119,8 @@ class PromptMethod(nn.Module):
     def num_trainable(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
-    def _sampled_prompt(self, vocab: torch.Tensor, n: int, generator: torch.Generator) -> nn.Parameter:
+    def _sampled_prompt(self, vocab: torch.Tensor, n: int, generator: torch.Generator, candidates: torch.Tensor | None) -> nn.Parameter:
         """n unique sampled real-token embeddings as a trainable prompt (ids kept as ``token_ids``)."""
-        ids = sample_token_ids(vocab.shape[0], n, generator)
+        ids = sample_token_ids(torch.arange(vocab.shape[0]) if candidates is None else candidates, n, generator)
         self.register_buffer("token_ids", ids)
         return nn.Parameter(vocab[ids].detach().clone().float())

@@ -16,11 +16,11 @@ import torch
 from torch import nn
 
 from superpos.errors import ConfigError
-from superpos.methods.base import MethodConfig, PromptMethod
+from superpos.methods.base import PromptMethod, SampledInitConfig
 
 
 @dataclass
-class ResidualConfig(MethodConfig):
+class ResidualConfig(SampledInitConfig):
     lr: float = 0.3
     weight_decay: float = 0.01
     bottleneck: int = 128
@@ -39,9 +39,9 @@ def res_mlp(d: int, b: int) -> nn.Sequential:
 class ResidualPrompt(PromptMethod):
     name = "residual"
 
-    def __init__(self, config: ResidualConfig, vocab: torch.Tensor, generator: torch.Generator):
+    def __init__(self, config: ResidualConfig, vocab: torch.Tensor, generator: torch.Generator, candidates: torch.Tensor | None = None):
         super().__init__(config)
-        self.prompt = self._sampled_prompt(vocab, config.prompt_len, generator)
+        self.prompt = self._sampled_prompt(vocab, config.prompt_len, generator, candidates)
         d = vocab.shape[1]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 import torch
 
-from superpos.methods.base import MethodConfig, PromptMethod
+from superpos.methods.base import PromptMethod, SampledInitConfig
 
 
 @dataclass
-class SimpleConfig(MethodConfig):
+class SimpleConfig(SampledInitConfig):
     lr: float = 0.01
     weight_decay: float = 0.01
 
@@ -23,9 +23,9 @@ class SimpleConfig(MethodConfig):
 class SimplePrompt(PromptMethod):
     name = "simple"
 
-    def __init__(self, config: SimpleConfig, vocab: torch.Tensor, generator: torch.Generator):
+    def __init__(self, config: SimpleConfig, vocab: torch.Tensor, generator: torch.Generator, candidates: torch.Tensor | None = None):
         super().__init__(config)
-        self.prompt = self._sampled_prompt(vocab, config.prompt_len, generator)
+        self.prompt = self._sampled_prompt(vocab, config.prompt_len, generator, candidates)
 
     def prompt_matrix(self):
         return self.prompt

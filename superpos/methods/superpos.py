@@ -28,13 +28,13 @@ import torch
 from torch import nn
 
 from superpos.errors import ConfigError
-from superpos.methods.base import MethodConfig, PromptMethod, sample_token_ids
+from superpos.methods.base import PromptMethod, SampledInitConfig, sample_token_ids
 
 P_INITS = ("normal", "one_hot", "uniform", "zeros")
 
 
 @dataclass
-class SuperPosConfig(MethodConfig):
+class SuperPosConfig(SampledInitConfig):
     lr: float = 0.01
     weight_decay: float = 1e-5
     m: int = 128
@@ -52,10 +52,10 @@ class SuperPosConfig(MethodConfig):
 class SuperPosPrompt(PromptMethod):
     name = "superpos"
 
-    def __init__(self, config: SuperPosConfig, vocab: torch.Tensor, generator: torch.Generator):
+    def __init__(self, config: SuperPosConfig, vocab: torch.Tensor, generator: torch.Generator, candidates: torch.Tensor | None = None):
         super().__init__(config)
         n, m = config.prompt_len, config.m
-        ids = sample_token_ids(vocab.shape[0], m, generator)
+        ids = sample_token_ids(torch.arange(vocab.shape[0]) if candidates is None else candidates, m, generator)
         self.register_buffer("token_ids", ids)
         sampled = vocab[ids].detach().float().T  # (d, m): embeddings as columns
         self.E = nn.Parameter(sampled.unsqueeze(0).repeat(n, 1, 1))  # (n, d, m)

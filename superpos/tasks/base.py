@@ -80,6 +80,9 @@ class Task:
     hub_group: Callable[[dict], str] | None = None
     #: name of the folder in a data directory (defaults to the task name)
     folder: str | None = None
+    #: the long context field (a ``fields`` key) that may be shortened to fit the input length
+    #: limit, every other field kept whole (superpos.inputs); None: the text is cut at its end
+    context: str | None = None
 
     @property
     def regression(self) -> bool:

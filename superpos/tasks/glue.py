@@ -21,6 +21,7 @@ COLA = Task(
     file_format="tsv",
     hub=(HUB, "cola"),
     columns=("source", "label", "original_label", "sentence"),
+    context="sentence",
 )
 
 SST2 = Task(
@@ -34,6 +35,7 @@ SST2 = Task(
     file_format="tsv",
     hub=(HUB, "sst2"),
     heldout=HOLD_OUT_TRAIN,
+    context="sentence",
 )
 
 MRPC = Task(
@@ -91,6 +93,7 @@ MNLI = Task(
         "validation_mismatched": "validation_mismatched",
     },
     heldout=MNLI_RULE,
+    context="premise",
 )
 
 QNLI = Task(
@@ -104,6 +107,7 @@ QNLI = Task(
     file_format="tsv",
     hub=(HUB, "qnli"),
     heldout=HOLD_OUT_TRAIN,
+    context="sentence",
 )
 
 RTE = Task(
@@ -116,6 +120,7 @@ RTE = Task(
     metrics=("accuracy",),
     file_format="tsv",
     hub=(HUB, "rte"),
+    context="sentence1",
 )
 
 GLUE_TASKS = (QQP, QNLI, MNLI, SST2, STSB, MRPC, COLA, RTE)

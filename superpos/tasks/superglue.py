@@ -53,6 +53,7 @@ BOOLQ = Task(
     metrics=("accuracy",),
     file_format="jsonl",
     hub=(HUB, "boolq"),
+    context="passage",
 )
 
 CB = Task(
@@ -65,6 +66,7 @@ CB = Task(
     metrics=("macro_f1", "accuracy"),
     file_format="jsonl",
     hub=(HUB, "cb"),
+    context="premise",
 )
 
 COPA = Task(
@@ -77,6 +79,7 @@ COPA = Task(
     metrics=("accuracy",),
     file_format="jsonl",
     hub=(HUB, "copa"),
+    context="premise",
 )
 
 MULTIRC = Task(
@@ -91,6 +94,7 @@ MULTIRC = Task(
     hub=(HUB, "multirc"),
     flatten=flatten_multirc,
     hub_group=multirc_hub_group,
+    context="paragraph",
 )
 
 SUPERGLUE_RTE = Task(
@@ -103,6 +107,7 @@ SUPERGLUE_RTE = Task(
     metrics=("accuracy",),
     file_format="jsonl",
     hub=(HUB, "rte"),
+    context="premise",
 )
 
 WIC = Task(
