@@ -195,14 +195,17 @@ class SweepLogger(tune.Callback):
                     for record in records:
                         self.log_record(m.id, record)
                     if (d / RESULT_FILE).exists():
-                        status = json.loads((d / RESULT_FILE).read_text())["status"]
+                        result = json.loads((d / RESULT_FILE).read_text())
+                        status = result["status"]
+                        if status == "failed":  # bad input found inside the trial (trainable.py)
+                            self.client.set_tag(run_id, "superpos.error", result.get("message", "")[:5000])
                     elif default_status == "stopped":
                         (d / RESULT_FILE).write_text(json.dumps(stopped_result(records, d / PROMPT_FILE), indent=2) + "\n")
                     for name in (PROMPT_FILE, CONFIG_FILE, RESULT_FILE):
                         if (d / name).exists():
                             self.client.log_artifact(run_id, str(d / name))
                 self.client.set_tag(run_id, "status", status)
-                self.client.set_terminated(run_id, "FINISHED" if status in ("finished", "diverged", "stopped") else run_status)
+                self.client.set_terminated(run_id, "FINISHED" if status in ("finished", "diverged", "stopped") else "FAILED" if status == "failed" else run_status)
 
 
 def stopped_result(records: list[dict], prompt: Path) -> dict:
@@ -259,9 +262,9 @@ def child_statuses(tracking_uri: str, parent_run_id: str) -> list[tuple[str, str
     return [(r.data.tags.get("task", ""), r.data.tags.get("status", "")) for r in runs]
 
 
-def finish_parent(tracking_uri: str, parent_run_id: str, tags: dict | None = None) -> None:
+def finish_parent(tracking_uri: str, parent_run_id: str, tags: dict | None = None, status: str = "FINISHED") -> None:
     client = client_for(tracking_uri)
     for k, v in (tags or {}).items():
         client.set_tag(parent_run_id, k, str(v))
-    client.set_terminated(parent_run_id, "FINISHED")
+    client.set_terminated(parent_run_id, status)
 
