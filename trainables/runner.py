@@ -169,6 +169,7 @@ def start(spec: SweepSpec, opts: RunOptions, fingerprint: str) -> tuple[str, dic
     Ray Tune keeps its experiment state as pickles, and ``--resume`` unpickles them: it is
     refused unless the sweep record holds this spec's fingerprint (a record left by another
     spec, or planted); whoever can write the storage path can still run code on the driver."""
+    from trainables.store import store_lock
     from trainables.tracking import start_parent
 
     root = sweep_root(spec, opts)
@@ -188,7 +189,8 @@ def start(spec: SweepSpec, opts: RunOptions, fingerprint: str) -> tuple[str, dic
     if state is not None:
         raise ConfigError(f"sweep {spec.name!r} already has state at {root}: pass --resume to continue it, or another --storage-path")
     uri = absolute_tracking_uri(opts.tracking_uri or spec.tracking_uri)
-    parent = start_parent(uri, spec.experiment, spec.name, Path(spec.source).name, {"superpos.storage": root})
+    with store_lock(uri):  # a new store's schema and experiment are created once
+        parent = start_parent(uri, spec.experiment, spec.name, Path(spec.source).name, {"superpos.storage": root})
     state = {"parent_run_id": parent, "tracking_uri": uri, "experiment": spec.experiment, "spec": spec.source, "spec_sha256": fingerprint}
     write_state(root, state)
     return root, state
@@ -200,7 +202,7 @@ def run_sweep(spec: SweepSpec, opts: RunOptions) -> int:
         return run_search(spec, opts)
     from ray import tune
 
-    from trainables.tracking import SweepLogger, finish_parent
+    from trainables.tracking import finish_parent
 
     groups = spec.groups(opts.data_dir)  # validates every trial before Ray starts
     members = [m for g in groups for m in g]
@@ -209,7 +211,7 @@ def run_sweep(spec: SweepSpec, opts: RunOptions) -> int:
     if spec.scheduler.type != "none":
         guards.check_scheduler(spec, int(spec.base_config().get("epochs", 80)))
     root, state = start(spec, opts, guards.fingerprint(spec, [m.config.flat() for m in members]))
-    logger = SweepLogger(state["tracking_uri"], state["parent_run_id"], spec.name)
+    logger = _logger(spec, root, state, opts)
     tune_config = tune.TuneConfig(
         metric=spec.metric, mode="max", scheduler=_scheduler(spec, spec.base_config()),
         max_concurrent_trials=spec.max_concurrent or None, trial_name_creator=trial_name, trial_dirname_creator=trial_name,
@@ -218,6 +220,8 @@ def run_sweep(spec: SweepSpec, opts: RunOptions) -> int:
     with abandon_if_unstarted(root, state, opts), ray_session(opts.address):
         guards.check_resources(spec.resources, opts.address is None, spec.source)
         _tuner(spec, root, "grid", logger, param_space, tune_config, opts.resume).fit()
+    if not _drained(spec, logger):
+        return len(members)
     outcome = check_outcome(spec, root, state, len(members))
     if outcome == 0:
         finish_parent(state["tracking_uri"], state["parent_run_id"], {"superpos.trials": sum(map(len, groups)), "superpos.groups": len(groups)})
@@ -228,6 +232,25 @@ def _prompt_flag(spec: SweepSpec) -> dict:
     """Under a scheduler a trial may be stopped after any evaluation: its checkpoints then carry
     the prompt of each evaluation (trainable.py), which its MLflow run logs when it is stopped."""
     return {PROMPT_EVERY_EVAL_KEY: True} if spec.scheduler.type != "none" else {}
+
+
+def _logger(spec: SweepSpec, root: str, state: dict, opts: RunOptions):
+    """The driver's MLflow writer, buffered on disk against store outages (outbox.py); a
+    resume first replays what an earlier driver could not log."""
+    from trainables.outbox import BufferedSweepLogger, outbox_dir
+
+    logger = BufferedSweepLogger(state["tracking_uri"], state["parent_run_id"], spec.name, str(outbox_dir(root)))
+    if opts.resume:
+        logger.flush(force=True)
+    return logger
+
+
+def _drained(spec: SweepSpec, logger) -> bool:
+    if logger.drain():
+        return True
+    print(f"sweep {spec.name}: the MLflow store stayed unreachable; {logger.pending()} event(s) stay buffered in {logger.dir}, "
+          f"and `superpos sweep {spec.source} --resume` logs them", file=sys.stderr, flush=True)
+    return False
 
 
 def check_outcome(spec: SweepSpec, root: str, state: dict, expected: int, task: str | None = None) -> int:
@@ -253,7 +276,7 @@ def check_outcome(spec: SweepSpec, root: str, state: dict, expected: int, task: 
 def run_search(spec: SweepSpec, opts: RunOptions) -> int:
     """One Optuna (TPE) or random study per task, with ASHA if the spec asks; the best values
     per task go to the parent run's tags and to the best file that ``include:`` reads."""
-    from trainables.tracking import SweepLogger, client_for, finish_parent
+    from trainables.tracking import client_for, finish_parent
 
     studies = spec.studies(opts.data_dir)
     probes = [spec.member(dict(base, **{k: p.args[0] for k, p in spec.space.items()}), spec.source).config for _, base in studies]
@@ -262,7 +285,7 @@ def run_search(spec: SweepSpec, opts: RunOptions) -> int:
     for _, base in studies:
         guards.check_scheduler(spec, int(base.get("epochs", 80)))
     root, state = start(spec, opts, guards.fingerprint(spec, [base for _, base in studies]))
-    logger = SweepLogger(state["tracking_uri"], state["parent_run_id"], spec.name)
+    logger = _logger(spec, root, state, opts)
     best = {}
     with abandon_if_unstarted(root, state, opts), ray_session(opts.address):
         guards.check_resources(spec.resources, opts.address is None, spec.source)
@@ -298,6 +321,8 @@ def _study(spec: SweepSpec, opts: RunOptions, root: str, state: dict, task: str,
     if opts.resume:
         _drop_lost_runs(state, task, f"{root}/study-{task}")
     results = tuner.fit()
+    if not _drained(spec, logger):
+        return {}, spec.num_samples
     outcome = check_outcome(spec, root, state, spec.num_samples, task)
     if outcome:
         return {}, outcome
