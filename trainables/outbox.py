@@ -4,7 +4,8 @@
 is applied at once while the store answers; when the store is unreachable (beyond the MLflow
 client's own retries) the event, and for an ended trial a copy of its last checkpoint, is
 appended to a journal on disk, and every later event queues behind it, so nothing is logged out
-of order. The journal is retried with exponential back-off (``BACKOFF_S`` .. ``BACKOFF_MAX_S``)
+of order. The journal is retried with exponential back-off (``BACKOFF_S`` doubling up to
+``SUPERPOS_MLFLOW_BACKOFF_MAX_S``, default 60 s)
 at every step of Tune's loop for as long as the sweep runs; when the sweep ends the driver
 waits for the store (``SUPERPOS_MLFLOW_WAIT_S``, default 600 s) until the journal is empty, then
 warns how long the store was unreachable. A driver that dies (or gives up waiting) leaves the
@@ -32,8 +33,8 @@ from types import SimpleNamespace
 from trainables.tracking import SweepLogger
 
 JOURNAL, OUTAGE, FILES = "journal.jsonl", "outage.json", "files"
-BACKOFF_S, BACKOFF_MAX_S = 1.0, 60.0
-WAIT_ENV = "SUPERPOS_MLFLOW_WAIT_S"
+BACKOFF_S = 1.0
+WAIT_ENV, BACKOFF_MAX_ENV = "SUPERPOS_MLFLOW_WAIT_S", "SUPERPOS_MLFLOW_BACKOFF_MAX_S"
 
 
 def outbox_dir(root: str) -> Path:
@@ -186,7 +187,7 @@ class BufferedSweepLogger(SweepLogger):
     def _down(self, e: BaseException) -> None:
         super()._reset()  # what MLflow holds is re-read on replay (an event may have half-landed)
         self._next_try = time.monotonic() + self._delay
-        self._delay = min(self._delay * 2, BACKOFF_MAX_S)
+        self._delay = min(self._delay * 2, float(os.environ.get(BACKOFF_MAX_ENV, 60)))
         outage = self._outage()
         if outage.get("since") is None:
             outage["since"] = time.time()

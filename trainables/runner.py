@@ -6,7 +6,9 @@ Layout under the storage path (local directory or gs:// / s3:// URI)::
     <storage>/<sweep name>/superpos_sweep.json   parent run id, tracking URI (for --resume)
     <storage>/<sweep name>/grid/                 the Tune experiment of a grid sweep
     <storage>/<sweep name>/study-<task>/         one Tune experiment per search study
-    <storage>/<sweep name>/optuna.db             the Optuna studies (local storage only)
+    <storage>/<sweep name>/optuna.db             the Optuna studies (local storage)
+    <storage>/<sweep name>/optuna.journal        the Optuna studies (gs:// or s3://; study_store.py)
+    <storage>/<sweep name>/mlflow-outbox/        MLflow events buffered during a store outage (outbox.py)
 
 ``--resume`` restores every Tune experiment with ``Tuner.restore`` (unfinished and errored
 trials resume from their last checkpoint) and logs into the same MLflow parent run. A search
@@ -370,13 +372,13 @@ def _search_alg(spec: SweepSpec, root: str, task: str, opts: RunOptions):
         from ray.tune.search import BasicVariantGenerator
 
         return BasicVariantGenerator(random_state=spec.seeds[0])
-    import optuna
-
     from trainables.searcher import StudySearch
+    from trainables.study_store import study_storage
 
-    url = opts.optuna_storage or (f"sqlite:///{root}/optuna.db" if not is_uri(root) else "sqlite:///" + str(Path(f"optuna-{spec.name}.db").resolve()))
-    storage = optuna.storages.RDBStorage(url)
+    storage, journal = study_storage(root, opts.optuna_storage)
     # TPE (Optuna's default sampler); Ray's OptunaSearch never prunes: ASHA stops trials.
     # StudySearch: OptunaSearch whose --resume keeps the study and Tune's trials consistent
-    return StudySearch(metric=spec.metric, mode="max", storage=storage, study_name=f"{spec.name}-{task}", seed=spec.seeds[0])
+    search = StudySearch(metric=spec.metric, mode="max", storage=storage, study_name=f"{spec.name}-{task}", seed=spec.seeds[0])
+    search.journal = journal
+    return search
 
