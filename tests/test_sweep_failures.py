@@ -46,6 +46,8 @@ def test_config_error_in_a_trial_fails_once_and_every_path_stays_under_storage(l
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump(raw))
     args = ["sweep", str(spec), "--data-dir", str(data_dir)]
+    # m beyond the vocabulary, as if the pre-launch check had missed it: the trial meets it
+    monkeypatch.setattr(guards, "check_trials", lambda *a, **k: None)
 
     # no local cluster can place cpu: 1000: refused, and nothing blocks the corrected command
     assert main(args) == 2
@@ -53,9 +55,7 @@ def test_config_error_in_a_trial_fails_once_and_every_path_stays_under_storage(l
     parents, children = runs(uri, "failures")
     assert [p.info.status for p in parents] == ["FAILED"] and "cpu 1000" in parents[0].data.tags["superpos.error"] and not children
 
-    # m beyond the vocabulary, as if the pre-launch check had missed it: the trial meets it
     spec.write_text(yaml.safe_dump(dict(raw, resources={"cpu": 1})))
-    monkeypatch.setattr(guards, "check_trials", lambda *a, **k: None)
     before = files(tmp_path)
     assert main(args) == 1
     parents, children = runs(uri, "failures")
