@@ -251,7 +251,7 @@ def _drained(spec: SweepSpec, logger) -> bool:
     if logger.drain():
         return True
     print(f"sweep {spec.name}: the MLflow store stayed unreachable; {logger.pending()} event(s) stay buffered in {logger.dir}, "
-          f"and `superpos sweep {spec.source} --resume` logs them", file=sys.stderr, flush=True)
+          f"and the same command with --resume logs them", file=sys.stderr, flush=True)
     return False
 
 
@@ -346,10 +346,13 @@ def abandon_if_unstarted(root: str, state: dict, opts: RunOptions):
     except BaseException as e:
         from trainables.tracking import child_statuses, finish_parent
 
-        if not opts.resume and not child_statuses(state["tracking_uri"], state["parent_run_id"]):
-            fs, p = _fs(f"{root}/{STATE_FILE}")
-            fs.delete_file(p)
-            finish_parent(state["tracking_uri"], state["parent_run_id"], {"superpos.error": f"{type(e).__name__}: {e}"[:5000]}, status="FAILED")
+        # best effort: if MLflow cannot say whether a trial started, keep the state (the error
+        # raised is the one that stopped the sweep)
+        with contextlib.suppress(Exception):
+            if not opts.resume and not child_statuses(state["tracking_uri"], state["parent_run_id"]):
+                fs, p = _fs(f"{root}/{STATE_FILE}")
+                fs.delete_file(p)
+                finish_parent(state["tracking_uri"], state["parent_run_id"], {"superpos.error": f"{type(e).__name__}: {e}"[:5000]}, status="FAILED")
         raise
 
 
