@@ -2,8 +2,8 @@
 what `--resume` refuses to load (issue 11, faults 2, 3, 7, 11)."""
 
 import json
-import re
 import pickle
+import re
 
 import pytest
 import yaml
@@ -87,8 +87,6 @@ def test_fingerprint_ignores_where_a_sweep_runs_but_not_what_it_runs():
 def test_refused_before_launch_with_no_state(tmp_path, fixture_data_dir, capsys, extra, message):
     spec = write_spec(tmp_path, **extra)
     assert main(["sweep", spec, "--data-dir", str(fixture_data_dir)]) == 2
-
-
     assert re.search(message, capsys.readouterr().err), message
     assert not (tmp_path / "ray").exists() and not (tmp_path / "mlflow.db").exists()
 
