@@ -12,11 +12,12 @@ import argparse
 def _common(p: argparse.ArgumentParser) -> None:
     from superpos.settings import DATA_DIR_ENV
 
-    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep (Tuner.restore: unfinished and errored trials)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep (Tuner.restore: unfinished and errored trials); loads Ray Tune's pickled state from the storage path")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: the spec's, else sqlite:///mlflow.db)")
     p.add_argument("--storage-path", default=None, help="Tune storage: a local directory or gs:// / s3:// URI (default: the spec's)")
     p.add_argument("--data-dir", default=None, help=f"GLUE/SuperGLUE files (default: ${DATA_DIR_ENV} or ../shared/data)")
     p.add_argument("--address", default=None, help="Ray cluster address ('auto' on a cluster node); default: a local Ray")
+    p.add_argument("--yes", action="store_true", help="launch even more than 1,000 trials")
 
 
 def sweep(args: argparse.Namespace) -> int:
@@ -26,7 +27,7 @@ def sweep(args: argparse.Namespace) -> int:
     from trainables.spec import load_spec
 
     specs = [load_spec(path) for path in args.spec]  # every stage of a chain validated before any work
-    opts = RunOptions(args.resume, args.tracking_uri, args.storage_path, _data_dir(args.data_dir), args.address)
+    opts = RunOptions(args.resume, args.tracking_uri, args.storage_path, _data_dir(args.data_dir), args.address, yes=args.yes)
     errors = run_chain(specs, opts)
     return 1 if errors else 0
 
@@ -34,6 +35,7 @@ def sweep(args: argparse.Namespace) -> int:
 def search(args: argparse.Namespace) -> int:
     """Optuna (TPE) + ASHA search of lr/m for one task and method, or of a search spec."""
     from superpos.errors import ConfigError
+    from trainables.guards import check_scheduler
     from trainables.runner import RunOptions, run_search
     from trainables.spec import load_spec, parse_spec
 
@@ -56,7 +58,8 @@ def search(args: argparse.Namespace) -> int:
             "resources": {"cpu": args.cpu, "gpu": args.gpu},
         }
         spec = parse_spec(raw, "command line")
-    opts = RunOptions(args.resume, args.tracking_uri, args.storage_path, _data_dir(args.data_dir), args.address, args.best_file, args.optuna_storage)
+        check_scheduler(spec, args.epochs, ("--grace-period", "--epochs"))
+    opts = RunOptions(args.resume, args.tracking_uri, args.storage_path, _data_dir(args.data_dir), args.address, args.best_file, args.optuna_storage, args.yes)
     return 1 if run_search(spec, opts) else 0
 
 

@@ -6,7 +6,9 @@ Layout under the storage path (local directory or gs:// / s3:// URI)::
     <storage>/<sweep name>/superpos_sweep.json   parent run id, tracking URI (for --resume)
     <storage>/<sweep name>/grid/                 the Tune experiment of a grid sweep
     <storage>/<sweep name>/study-<task>/         one Tune experiment per search study
-    <storage>/<sweep name>/optuna.db             the Optuna studies (local storage only)
+    <storage>/<sweep name>/optuna.db             the Optuna studies (local storage)
+    <storage>/<sweep name>/optuna.journal        the Optuna studies (gs:// or s3://; study_store.py)
+    <storage>/<sweep name>/mlflow-outbox/        MLflow events buffered during a store outage (outbox.py)
 
 ``--resume`` restores every Tune experiment with ``Tuner.restore`` (unfinished and errored
 trials resume from their last checkpoint) and logs into the same MLflow parent run. A search
@@ -20,11 +22,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from superpos.errors import ConfigError
 
+from trainables import guards
 from trainables.chain import prepare_sources
 from trainables.spec import SweepSpec, round_best, write_best
 from trainables.trainable import BASE_KEY, MEMBERS_KEY, PROMPT_EVERY_EVAL_KEY, TrialGroup, grid_trial_config, train_group
@@ -43,6 +47,8 @@ class RunOptions:
     address: str | None = None
     best_file: str | None = None
     optuna_storage: str | None = None
+    #: launch grids above guards.CONFIRM_ABOVE trials
+    yes: bool = False
 
 
 def is_uri(path: str) -> bool:
@@ -160,8 +166,13 @@ def _tuner(spec, root, name, logger, param_space, tune_config, resume: bool):
 
 
 # -- entry points -----------------------------------------------------------------------
-def start(spec: SweepSpec, opts: RunOptions) -> tuple[str, dict]:
-    """Check the sweep's state, create (or, on resume, reuse) the MLflow parent run."""
+def start(spec: SweepSpec, opts: RunOptions, fingerprint: str) -> tuple[str, dict]:
+    """Check the sweep's state, create (or, on resume, reuse) the MLflow parent run.
+
+    Ray Tune keeps its experiment state as pickles, and ``--resume`` unpickles them: it is
+    refused unless the sweep record holds this spec's fingerprint (a record left by another
+    spec, or planted); whoever can write the storage path can still run code on the driver."""
+    from trainables.store import store_lock
     from trainables.tracking import start_parent
 
     root = sweep_root(spec, opts)
@@ -169,14 +180,21 @@ def start(spec: SweepSpec, opts: RunOptions) -> tuple[str, dict]:
     if opts.resume:
         if state is None:
             raise ConfigError(f"nothing to resume: no sweep state at {root}/{STATE_FILE}")
+        if state.get("spec_sha256") != fingerprint:
+            raise ConfigError(
+                f"--resume: the sweep record {root}/{STATE_FILE} does not match {spec.source} (spec sha256 {state.get('spec_sha256')} recorded, "
+                f"{fingerprint} now); refusing to load Ray Tune's pickled state from it. Resume with the spec that started it, or start afresh elsewhere"
+            )
+        print(f"resuming sweep {spec.name}: loading Ray Tune's pickled experiment state from {root}", flush=True)
         if opts.tracking_uri and absolute_tracking_uri(opts.tracking_uri) != state["tracking_uri"]:
             raise ConfigError(f"--tracking-uri {opts.tracking_uri} differs from the sweep's MLflow store {state['tracking_uri']}; a sweep resumes where it started")
         return root, state
     if state is not None:
         raise ConfigError(f"sweep {spec.name!r} already has state at {root}: pass --resume to continue it, or another --storage-path")
     uri = absolute_tracking_uri(opts.tracking_uri or spec.tracking_uri)
-    parent = start_parent(uri, spec.experiment, spec.name, Path(spec.source).name, {"superpos.storage": root})
-    state = {"parent_run_id": parent, "tracking_uri": uri, "experiment": spec.experiment, "spec": spec.source}
+    with store_lock(uri):  # a new store's schema and experiment are created once
+        parent = start_parent(uri, spec.experiment, spec.name, Path(spec.source).name, {"superpos.storage": root})
+    state = {"parent_run_id": parent, "tracking_uri": uri, "experiment": spec.experiment, "spec": spec.source, "spec_sha256": fingerprint}
     write_state(root, state)
     return root, state
 
@@ -188,19 +206,27 @@ def run_sweep(spec: SweepSpec, opts: RunOptions) -> int:
         return run_search(spec, opts)
     from ray import tune
 
-    from trainables.tracking import SweepLogger, finish_parent
+    from trainables.tracking import finish_parent
 
     groups = spec.groups(opts.data_dir)  # validates every trial before Ray starts
-    root, state = start(spec, opts)
-    logger = SweepLogger(state["tracking_uri"], state["parent_run_id"], spec.name)
+    members = [m for g in groups for m in g]
+    guards.check_trials([m.config for m in members], spec.source)
+    guards.check_size(len(members), opts.yes or opts.resume, spec.source)
+    if spec.scheduler.type != "none":
+        guards.check_scheduler(spec, int(spec.base_config().get("epochs", 80)))
+    root, state = start(spec, opts, guards.fingerprint(spec, [m.config.flat() for m in members]))
+    logger = _logger(spec, root, state, opts)
     tune_config = tune.TuneConfig(
         metric=spec.metric, mode="max", scheduler=_scheduler(spec, spec.base_config()),
         max_concurrent_trials=spec.max_concurrent or None, trial_name_creator=trial_name, trial_dirname_creator=trial_name,
     )
     param_space = {MEMBERS_KEY: tune.grid_search([grid_trial_config(g) for g in groups]), **_prompt_flag(spec)}
-    with ray_session(opts.address):
+    with abandon_if_unstarted(root, state, opts), ray_session(opts.address):
+        guards.check_resources(spec.resources, opts.address is None, spec.source)
         _tuner(spec, root, "grid", logger, param_space, tune_config, opts.resume).fit()
-    outcome = check_outcome(spec, root, state, sum(map(len, groups)))
+    if not _drained(spec, logger):
+        return len(members)
+    outcome = check_outcome(spec, root, state, len(members))
     if outcome == 0:
         finish_parent(state["tracking_uri"], state["parent_run_id"], {"superpos.trials": sum(map(len, groups)), "superpos.groups": len(groups)})
     return outcome
@@ -210,6 +236,25 @@ def _prompt_flag(spec: SweepSpec) -> dict:
     """Under a scheduler a trial may be stopped after any evaluation: its checkpoints then carry
     the prompt of each evaluation (trainable.py), which its MLflow run logs when it is stopped."""
     return {PROMPT_EVERY_EVAL_KEY: True} if spec.scheduler.type != "none" else {}
+
+
+def _logger(spec: SweepSpec, root: str, state: dict, opts: RunOptions):
+    """The driver's MLflow writer, buffered on disk against store outages (outbox.py); a
+    resume first replays what an earlier driver could not log."""
+    from trainables.outbox import BufferedSweepLogger, outbox_dir
+
+    logger = BufferedSweepLogger(state["tracking_uri"], state["parent_run_id"], spec.name, str(outbox_dir(root)))
+    if opts.resume:
+        logger.flush(force=True)
+    return logger
+
+
+def _drained(spec: SweepSpec, logger) -> bool:
+    if logger.drain():
+        return True
+    print(f"sweep {spec.name}: the MLflow store stayed unreachable; {logger.pending()} event(s) stay buffered in {logger.dir}, "
+          f"and the same command with --resume logs them", file=sys.stderr, flush=True)
+    return False
 
 
 def check_outcome(spec: SweepSpec, root: str, state: dict, expected: int, task: str | None = None) -> int:
@@ -223,6 +268,10 @@ def check_outcome(spec: SweepSpec, root: str, state: dict, expected: int, task: 
     failed = sum(st == "failed" for st in statuses)
     if ended + failed < expected:
         print(f"sweep {spec.name} interrupted; continue it with: superpos sweep {spec.source} --resume --storage-path {root.rsplit('/', 1)[0]}")
+    elif failed:  # nothing left to run
+        from trainables.tracking import finish_parent
+
+        finish_parent(state["tracking_uri"], state["parent_run_id"], {"superpos.failed_trials": failed}, status="FAILED")
     # more ended than expected: a search trial that ran wholly between two Tune snapshots of a
     # killed driver, and was sampled again on resume; an extra trial, not a missing one
     return max(0, expected - ended)
@@ -231,23 +280,33 @@ def check_outcome(spec: SweepSpec, root: str, state: dict, expected: int, task: 
 def run_search(spec: SweepSpec, opts: RunOptions) -> int:
     """One Optuna (TPE) or random study per task, with ASHA if the spec asks; the best values
     per task go to the parent run's tags and to the best file that ``include:`` reads."""
-    from trainables.tracking import SweepLogger, client_for, finish_parent
+    from trainables.tracking import client_for, finish_parent
 
     studies = spec.studies(opts.data_dir)
-    root, state = start(spec, opts)
-    logger = SweepLogger(state["tracking_uri"], state["parent_run_id"], spec.name)
+    probes = [spec.member(dict(base, **{k: p.args[0] for k, p in spec.space.items()}), spec.source).config for _, base in studies]
+    guards.check_trials(probes, spec.source, spec.space)
+    guards.check_size(len(studies) * spec.num_samples, opts.yes or opts.resume, spec.source)
+    for _, base in studies:
+        guards.check_scheduler(spec, int(base.get("epochs", 80)))
+    root, state = start(spec, opts, guards.fingerprint(spec, [base for _, base in studies]))
+    logger = _logger(spec, root, state, opts)
     best = {}
-    with ray_session(opts.address):
+    with abandon_if_unstarted(root, state, opts), ray_session(opts.address):
+        guards.check_resources(spec.resources, opts.address is None, spec.source)
         for task, base in studies:
             best_of, errors = _study(spec, opts, root, state, task, base, logger)
             if errors:  # interrupted or failed: --resume continues from here
                 return errors
             best[task] = best_of
+    tied = {t: b.pop("tied") for t, b in best.items() if "tied" in b}
+    for task, note in tied.items():
+        print(f"warning: study {task}: {note}", file=sys.stderr, flush=True)
     best_path = Path(opts.best_file or spec.best_file or f"best/{spec.name}.yaml")
-    write_best(best_path, spec.base["method"], spec.base.get("model", "tiny-t5"), {t: {k: v for k, v in b.items() if k != "best_score"} for t, b in best.items()}, spec.name)
+    per_task = {t: {k: v for k, v in b.items() if k != "best_score"} for t, b in best.items() if t not in tied}
+    write_best(best_path, spec.base["method"], spec.base.get("model", "tiny-t5"), per_task, spec.name, tied)
     client = client_for(state["tracking_uri"])
     client.log_artifact(state["parent_run_id"], str(best_path))
-    tags = {f"best.{task}.{k}": v for task, b in best.items() for k, v in b.items()}
+    tags = {f"best.{task}.{k}": v for task, b in best.items() for k, v in b.items()} | {f"best.{task}.tied": note for task, note in tied.items()}
     finish_parent(state["tracking_uri"], state["parent_run_id"], tags | {"superpos.best_file": str(best_path.resolve())})
     print(f"best per task -> {best_path}: {json.dumps(best)}")
     return 0
@@ -266,12 +325,37 @@ def _study(spec: SweepSpec, opts: RunOptions, root: str, state: dict, task: str,
     if opts.resume:
         _drop_lost_runs(state, task, f"{root}/study-{task}")
     results = tuner.fit()
+    if not _drained(spec, logger):
+        return {}, spec.num_samples
     outcome = check_outcome(spec, root, state, spec.num_samples, task)
     if outcome:
         return {}, outcome
     top = results.get_best_result(metric=spec.metric, mode="max", scope="all")
     best = {k: round_best(top.config[k]) for k in spec.space} | {"best_score": round(float(top.metrics[spec.metric]), 4)}
+    scores = {round(float(r.metrics[spec.metric]), 6) for r in results if r.metrics and spec.metric in r.metrics}
+    if len(results) > 1 and len(scores) == 1:  # no winner to name
+        return {"tied": f"all {len(results)} trials tied at {spec.metric} = {best['best_score']}: no best values", "best_score": best["best_score"]}, outcome
     return best, outcome
+
+
+@contextlib.contextmanager
+def abandon_if_unstarted(root: str, state: dict, opts: RunOptions):
+    """A fresh sweep that fails before its first trial (a check in Ray, Ctrl-C at start-up)
+    leaves nothing that blocks a fresh start: its sweep record is removed and its parent run
+    ends FAILED with the error. Once a trial has an MLflow run, the state is kept for --resume."""
+    try:
+        yield
+    except BaseException as e:
+        from trainables.tracking import child_statuses, finish_parent
+
+        # best effort: if MLflow cannot say whether a trial started, keep the state (the error
+        # raised is the one that stopped the sweep)
+        with contextlib.suppress(Exception):
+            if not opts.resume and not child_statuses(state["tracking_uri"], state["parent_run_id"]):
+                fs, p = _fs(f"{root}/{STATE_FILE}")
+                fs.delete_file(p)
+                finish_parent(state["tracking_uri"], state["parent_run_id"], {"superpos.error": f"{type(e).__name__}: {e}"[:5000]}, status="FAILED")
+        raise
 
 
 def _drop_lost_runs(state: dict, task: str, path: str) -> None:
@@ -293,13 +377,13 @@ def _search_alg(spec: SweepSpec, root: str, task: str, opts: RunOptions):
         from ray.tune.search import BasicVariantGenerator
 
         return BasicVariantGenerator(random_state=spec.seeds[0])
-    import optuna
-
     from trainables.searcher import StudySearch
+    from trainables.study_store import study_storage
 
-    url = opts.optuna_storage or (f"sqlite:///{root}/optuna.db" if not is_uri(root) else "sqlite:///" + str(Path(f"optuna-{spec.name}.db").resolve()))
-    storage = optuna.storages.RDBStorage(url)
+    storage, journal = study_storage(root, opts.optuna_storage)
     # TPE (Optuna's default sampler); Ray's OptunaSearch never prunes: ASHA stops trials.
     # StudySearch: OptunaSearch whose --resume keeps the study and Tune's trials consistent
-    return StudySearch(metric=spec.metric, mode="max", storage=storage, study_name=f"{spec.name}-{task}", seed=spec.seeds[0])
+    search = StudySearch(metric=spec.metric, mode="max", storage=storage, study_name=f"{spec.name}-{task}", seed=spec.seeds[0])
+    search.journal = journal
+    return search
 

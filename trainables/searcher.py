@@ -61,8 +61,18 @@ def experiment_trials(path: str) -> dict[str, dict] | None:
 class StudySearch(OptunaSearch):
     """``OptunaSearch`` (TPE, persistent study) that resumes its study consistently."""
 
+    #: a ``study_store.StudyJournal`` when the study lives in a remote storage path
+    journal = None
+
+    def save(self, checkpoint_path: str):
+        super().save(checkpoint_path)
+        if self.journal is not None:  # before Tune uploads the snapshot holding this state
+            self.journal.push()
+
     def restore_from_dir(self, checkpoint_dir: str):
         super().restore_from_dir(checkpoint_dir)
+        if self.journal is not None and self._ot_study is not None:
+            self._reopen_journal()
         # Tune copied the snapshot it restores into checkpoint_dir (its driver staging directory)
         self.reconcile(experiment_trials(checkpoint_dir))
 
@@ -121,3 +131,16 @@ class StudySearch(OptunaSearch):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         if trial_id in self._ot_trials:
             super().on_trial_complete(trial_id, result, error)
+        if self.journal is not None:
+            self.journal.push()
+
+    def _reopen_journal(self) -> None:
+        """The pickled study points at the journal's local copy on the machine that saved it:
+        open the storage path's journal here (a new head node) and rebind the trials to it."""
+        import optuna
+        from optuna.trial import Trial
+
+        storage = self.journal.storage()
+        study = optuna.load_study(study_name=self._ot_study.study_name, storage=storage, sampler=self._sampler)
+        self._storage, self._ot_study = storage, study
+        self._ot_trials = {ray_id: Trial(study, t._trial_id) for ray_id, t in self._ot_trials.items()}

@@ -30,6 +30,7 @@ from superpos.methods import METHODS
 from superpos.train import SHARED_KEYS
 
 from trainables.chain import check_resolved, parse_source_sweeps
+from trainables.guards import check_name
 
 SEARCHES = ("grid", "random", "optuna")
 SCHEDULERS = ("none", "asha")
@@ -274,7 +275,7 @@ def parse_spec(raw: Any, source: str = "<spec>") -> SweepSpec:
     for key in ("name", "experiment"):
         if key not in raw:
             raise ConfigError(f"{_where(source, key)} is required")
-        _check_type(raw[key], str, source, key, "a string")
+        check_name(_check_type(raw[key], str, source, key, "a string"), source, key)
     kw: dict[str, Any] = {"name": raw["name"], "experiment": raw["experiment"], "source": source}
     for key in ("description", "tracking_uri", "storage_path", "metric"):
         if key in raw:
@@ -411,14 +412,23 @@ def load_best(path: str, source: str) -> dict:
     return data
 
 
-def write_best(path: Path, method: str, model: str, per_task: dict, sweep: str) -> None:
-    """Merge ``per_task`` into the file (a search resumed or run per task adds to it)."""
-    data = {"method": method, "model": model, "per_task": {}}
+def write_best(path: Path, method: str, model: str, per_task: dict, sweep: str, tied: dict | None = None) -> None:
+    """Merge ``per_task`` into the file (a search resumed or run per task adds to it);
+    ``tied``: tasks whose trials all tied, with no best values (under key ``tied``)."""
+    data = {"method": method, "model": model, "per_task": {}, "tied": {}}
     if path.is_file():
         old = yaml.safe_load(path.read_text()) or {}
         if old.get("method") == method:
             data["per_task"].update(old.get("per_task", {}))
+            data["tied"].update(old.get("tied") or {})
     data["per_task"].update(per_task)
+    data["tied"].update(tied or {})
+    for task in data["tied"].keys() & per_task.keys():
+        del data["tied"][task]
+    for task in tied or {}:
+        data["per_task"].pop(task, None)
+    if not data["tied"]:
+        del data["tied"]
     path.parent.mkdir(parents=True, exist_ok=True)
     header = f"# best hyperparameters per task from `superpos search` (sweep {sweep}); use with `include:` in a sweep spec\n"
     path.write_text(header + yaml.safe_dump(data, sort_keys=True))

@@ -198,7 +198,10 @@ class SweepLogger(tune.Callback):
                     for record in records:
                         self.log_record(m.id, record)
                     if (d / RESULT_FILE).exists():
-                        status = json.loads((d / RESULT_FILE).read_text())["status"]
+                        result = json.loads((d / RESULT_FILE).read_text())
+                        status = result["status"]
+                        if status == "failed":  # bad input found inside the trial (trainable.py)
+                            self.client.set_tag(run_id, "superpos.error", result.get("message", "")[:5000])
                     elif default_status == "stopped":
                         (d / RESULT_FILE).write_text(json.dumps(stopped_result(records, d / PROMPT_FILE), indent=2) + "\n")
                     for name in (PROMPT_FILE, CONFIG_FILE, RESULT_FILE, ENVIRONMENT_FILE):
@@ -207,7 +210,7 @@ class SweepLogger(tune.Callback):
                     if (d / ENVIRONMENT_FILE).exists():  # where the trial ran, not the driver's
                         self.client.log_batch(run_id, tags=env_tags(d / ENVIRONMENT_FILE))
                 self.client.set_tag(run_id, "status", status)
-                self.client.set_terminated(run_id, "FINISHED" if status in ("finished", "diverged", "stopped") else run_status)
+                self.client.set_terminated(run_id, "FINISHED" if status in ("finished", "diverged", "stopped") else "FAILED" if status == "failed" else run_status)
 
 
 def env_tags(path: Path) -> list:
@@ -270,9 +273,9 @@ def child_statuses(tracking_uri: str, parent_run_id: str) -> list[tuple[str, str
     return [(r.data.tags.get("task", ""), r.data.tags.get("status", "")) for r in runs]
 
 
-def finish_parent(tracking_uri: str, parent_run_id: str, tags: dict | None = None) -> None:
+def finish_parent(tracking_uri: str, parent_run_id: str, tags: dict | None = None, status: str = "FINISHED") -> None:
     client = client_for(tracking_uri)
     for k, v in (tags or {}).items():
         client.set_tag(parent_run_id, k, str(v))
-    client.set_terminated(parent_run_id, "FINISHED")
+    client.set_terminated(parent_run_id, status)
 

@@ -31,6 +31,7 @@ import tempfile
 from pathlib import Path
 
 from superpos.config import TrainConfig
+from superpos.errors import ConfigError
 from superpos.run_dir import PROMPT_FILE, RESULT_FILE, save_prompt
 from superpos.train import Callback, Trainer, Trial
 
@@ -169,8 +170,16 @@ def train_group(config: dict) -> None:
             restore_members(Path(d), members, out_dirs)
     reporter = _Reporter(members, out_dirs, out_root, prompts=bool(config.get(PROMPT_EVERY_EVAL_KEY)))
     pending = [m for m in members if status_of(out_dirs[m.id]) == "running"]
-    if pending:
-        trainer = Trainer([localize(m.config) for m in pending], [out_dirs[m.id] for m in pending], callbacks=[reporter], progress=False)
-        reporter.trainer = trainer
-        trainer.fit()
+    try:
+        if pending:
+            trainer = Trainer([localize(m.config) for m in pending], [out_dirs[m.id] for m in pending], callbacks=[reporter], progress=False)
+            reporter.trainer = trainer
+            trainer.fit()
+    except ConfigError as e:
+        # bad input does not change between retries: the trial ends (no exception, so Ray
+        # does not retry it), each unfinished member with status "failed" and the message
+        for m in pending:
+            if status_of(out_dirs[m.id]) == "running":
+                out_dirs[m.id].mkdir(parents=True, exist_ok=True)
+                (out_dirs[m.id] / RESULT_FILE).write_text(json.dumps({"status": "failed", "message": str(e)}, indent=2) + "\n")
     reporter.report()  # final: every member's status, result.json and prompt in the checkpoint

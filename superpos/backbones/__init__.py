@@ -73,7 +73,7 @@ def vocab_size_of(name: str) -> int:
     path = minilm_path() if name == "minilm" else name
     try:
         return min(len(AutoTokenizer.from_pretrained(path)), AutoConfig.from_pretrained(path).vocab_size)
-    except OSError as e:
+    except (OSError, ValueError) as e:
         raise ConfigError(f"cannot read the tokenizer of model {name!r}: {e}") from None
 
 
