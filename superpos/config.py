@@ -60,6 +60,8 @@ class TrainConfig:
     forward: str = "hf"
     #: seq2seq evaluation: "generate" (greedy decoding, the paper's) or "rank" (score each target text)
     evaluation: str = "generate"
+    #: causal LMs: recompute activations in the backward (memory for time; results unchanged)
+    gradient_checkpointing: bool = False
     #: method-specific options (m, softmax, p_init, prompt_len, bottleneck, ...)
     method_options: dict = field(default_factory=dict)
 
