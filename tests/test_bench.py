@@ -76,3 +76,32 @@ def test_gpu_branch_runs_end_to_end_with_cuda_faked(monkeypatch, capsys):
     best = {s: result["ratios"][s]["examples_per_s"] for s in ("small", "base")}
     assert hours["per_size"]["base"] == pytest.approx(bench.table1_examples() / best["base"] / 3600)
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("SUMMARY small: ")
+
+
+@pytest.mark.parametrize("cuda", [pytest.param(False, marks=pytest.mark.slow), True], ids=["cpu", "cuda-faked"])
+def test_decoder_rows(monkeypatch, capsys, cuda):
+    """Decoder rows: PEFT CAUSAL_LM and SuperPos K = 1, 4, 8 (on CUDA, faked as above, the
+    Llama-3.2-1B size, shrunk here, one row at a time)."""
+    import torch
+
+    monkeypatch.setattr(bench, "DECODER_BATCH", 2)
+    monkeypatch.setattr(bench, "DECODER_INPUT", 40)
+    size = "llama-tiny"
+    if cuda:
+        size = "llama-1b"
+        monkeypatch.setattr(bench, "on_cuda", lambda device: True)
+        for name in ("synchronize", "empty_cache", "reset_peak_memory_stats"):
+            monkeypatch.setattr(torch.cuda, name, lambda *a, **k: None)
+        monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a, **k: 2**30)
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, **k: "fake GPU")
+        monkeypatch.setattr(bench, "matmul_peak", lambda device: (1.0, "fake"))
+        small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2, vocab_size=30600)
+        monkeypatch.setitem(bench.DECODER_SHAPES, "llama-1b", small)
+    result = bench.run("cpu", sizes=size, steps=1, warmup=0)
+    rows = {(r["variant"], r["K"]): r for r in result["rows"]}
+    assert set(rows) == {("peft", 1), ("hf", 1), ("hf", 4), ("hf", 8)}
+    for r in rows.values():
+        assert "error" not in r and r["examples_per_s"] > 0 and r["pct_of_peak"] > 0
+    assert rows[("hf", 8)]["eval_examples_per_s"] > 0 and (rows[("hf", 8)]["peak_gib"] is not None) == cuda
+    assert result["ratios"][size]["superpos8_vs_peft"] > 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith(f"SUMMARY {size}: superpos / PEFT K=1 ")
