@@ -46,12 +46,12 @@ from superpos.backbones.fast_t5 import FastT5
 from superpos.backbones.seq2seq import EVALUATIONS, Seq2SeqBackbone
 from superpos.errors import ConfigError, choose
 
-PRESETS = ("tiny-t5", "minilm", "tiny-llama", "tiny-gpt2")
+PRESETS = ("tiny-t5", "minilm")
 HUB_MODELS = ("google/t5-small-lm-adapt", "google/t5-base-lm-adapt", "t5-base")
+CAUSAL_PRESETS = ("tiny-llama", "tiny-gpt2")
 CAUSAL_HUB_MODELS = ("Qwen/Qwen2.5-0.5B", "HuggingFaceTB/SmolLM2-360M", "meta-llama/Llama-3.2-1B", "gpt2")
-MODEL_CHOICES = (*PRESETS, *HUB_MODELS, *CAUSAL_HUB_MODELS)
-KINDS = {"tiny-t5": "seq2seq", "minilm": "encoder", "tiny-llama": "causal", "tiny-gpt2": "causal"}
-KINDS.update({n: "seq2seq" for n in HUB_MODELS} | {n: "causal" for n in CAUSAL_HUB_MODELS})
+MODEL_CHOICES = (*PRESETS, *HUB_MODELS, *CAUSAL_PRESETS, *CAUSAL_HUB_MODELS)
+KINDS = {"tiny-t5": "seq2seq", "minilm": "encoder"} | dict.fromkeys(HUB_MODELS, "seq2seq") | dict.fromkeys(CAUSAL_PRESETS + CAUSAL_HUB_MODELS, "causal")
 
 TINY_T5 = dict(d_model=64, d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=2, num_heads=4, relative_attention_num_buckets=32)
 TINY_LLAMA = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024)
