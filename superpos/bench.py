@@ -260,15 +260,17 @@ def out_of_memory(error: Exception) -> bool:
 
 
 # -- variants -----------------------------------------------------------------------------
-def peft_step(size: str, device):
-    """One PEFT PromptTuning training step, fp32, dropout on: what a user gets (ANCHORS.md)."""
+def peft_step(size: str, device, causal: bool = False):
+    """One PEFT PromptTuning training step, fp32, dropout on: what a user gets (ANCHORS.md);
+    ``causal``: CAUSAL_LM prompt tuning of a decoder size."""
     from peft import PromptTuningConfig, TaskType, get_peft_model
 
-    model, tok = make_model(size, device)
-    model = get_peft_model(model, PromptTuningConfig(task_type=TaskType.SEQ_2_SEQ_LM, num_virtual_tokens=PROMPT_TOKENS))
+    model, tok = (decoder_model if causal else make_model)(size, device)
+    task_type = TaskType.CAUSAL_LM if causal else TaskType.SEQ_2_SEQ_LM
+    model = get_peft_model(model, PromptTuningConfig(task_type=task_type, num_virtual_tokens=PROMPT_TOKENS))
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.3)
-    (batch,) = synthetic_batches(1, len(tok), device)
+    (batch,) = (decoder_batches if causal else synthetic_batches)(1, len(tok), device)
 
     def step():
         optimizer.zero_grad(set_to_none=True)
@@ -364,22 +366,13 @@ def bench_decoder(size: str, device, warmup: int, steps: int, peak: float, notes
 
     rows = []
     try:
-        from peft import PromptTuningConfig, TaskType, get_peft_model
+        import peft  # noqa: F401
     except ImportError:
         notes.append("peft is not installed: no PEFT baseline row")
     else:
-        model, tok = decoder_model(size, device)
-        model = get_peft_model(model, PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=PROMPT_TOKENS)).train()
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.3)
-        (batch,) = decoder_batches(1, len(tok), device)
-
-        def step():
-            optimizer.zero_grad(set_to_none=True)
-            model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.targets).loss.backward()
-            optimizer.step()
-
+        step = peft_step(size, device, causal=True)
         measure(rows, [(dict(size=size, variant="peft", K=1), lambda: (step, None))], count_flops(step) / DECODER_BATCH, warmup, steps, device, peak, DECODER_BATCH)
-        del model, step, optimizer
+        del step  # frees its fp32 model before the next rows
     model, tok = decoder_model(size, device)
     if on_cuda(device):
         model.to(torch.bfloat16)
