@@ -227,7 +227,7 @@ def test_an_encoder_directory_is_refused_before_work(tmp_path):
     assert json.loads((decoder / "config.json").read_text())["model_type"] == "llama"
 
 
-@pytest.mark.parametrize("model", ["tiny-llama", "tiny-gpt2"])
+@pytest.mark.parametrize("model", [pytest.param("tiny-llama", marks=pytest.mark.slow), "tiny-gpt2"])
 def test_fused_trials_equal_solo_runs(model, fixture_data_dir, tmp_path, one_thread):
     """Every prompt method fused (different prompt lengths, so rows are right-padded to one
     width) ends as it ends alone (fp32, CPU, 1e-5)."""
