@@ -39,6 +39,7 @@ from __future__ import annotations
 from functools import cached_property
 
 import torch
+from transformers import GenerationConfig
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 from superpos.backbones.base import Backbone, TrialRows
@@ -73,6 +74,9 @@ class CausalLMBackbone(Backbone):
         super().__init__(model, tokenizer, name, dropout)
         self.evaluation = evaluation
         self.separator_ids = tokenizer(SEPARATOR, add_special_tokens=False)["input_ids"]
+        # greedy decoding is the protocol: a checkpoint's own sampling or penalty defaults
+        # (generation_config.json, e.g. Llama-3.2's temperature and top_p) must not apply
+        model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
         self.gradient_checkpointing = gradient_checkpointing
         if gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
