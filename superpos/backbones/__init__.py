@@ -176,7 +176,9 @@ def load_backbone(
         if name in builders:
             model, tok = builders[name]()
         else:
-            model, tok = AutoModelForCausalLM.from_pretrained(name, attn_implementation="sdpa"), AutoTokenizer.from_pretrained(name)
+            # fp32 like the presets (transformers 5 would keep the checkpoint's bf16); bf16 on CUDA is the Trainer's choice
+            model = AutoModelForCausalLM.from_pretrained(name, attn_implementation="sdpa", dtype=torch.float32)
+            tok = AutoTokenizer.from_pretrained(name)
         backbone: Backbone = CausalLMBackbone(model, tok, name, dropout, evaluation, gradient_checkpointing)
     elif name == "tiny-t5":
         model, tok = build_tiny_t5()
