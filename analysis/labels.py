@@ -26,6 +26,10 @@ MODEL_LABELS = {
     "google/t5-small-lm-adapt": "T5v1.1 Small LM-Adapted",
     "google/t5-base-lm-adapt": "T5v1.1 Base LM-Adapted",
     "t5-base": "T5 Base",
+    "Qwen/Qwen2.5-0.5B": "Qwen2.5 0.5B",
+    "HuggingFaceTB/SmolLM2-360M": "SmolLM2 360M",
+    "meta-llama/Llama-3.2-1B": "Llama 3.2 1B",
+    "gpt2": "GPT-2",
 }
 
 #: metric labels in the order the paper prints two-metric cells (F1/Acc., PCC/rho, F1a/EM);

@@ -3,6 +3,12 @@
 For each task, the Table 1 scores are min-max normalised over all method rows of all model
 sizes together (ATTEMPT excluded: it was not run on four tasks), times 100; each row then gets
 the mean and the population standard deviation of its normalised scores over the tasks.
+
+Any set of models: "all model sizes" is every model of the report's rows, i.e. the rows that
+share the experiment (and ``--model``'s selection). For the paper's pair (T5v1.1 small and base
+LM-adapted in one experiment) this is exactly the paper's definition; for a decoder sweep
+(sweeps/decoder.yaml) its two decoder models are normalised together in the same way. Rows
+of different experiments are never mixed, so scores are comparable within one Table 2 only.
 """
 
 from __future__ import annotations

@@ -28,6 +28,15 @@ with S13 the 13 tasks' training examples, S9 those of the 9 tasks ATTEMPT runs o
 a task and size (simple, residual, superpos x dropout on/off, full fine-tuning) and ATTEMPT x 2.
 It counts training steps only (no evaluation) and full fine-tuning at prompt-tuning speed.
 
+Decoder-only rows (issue 14; sizes ``llama-tiny``: the tiny-llama preset, and ``llama-1b``: a
+random Llama-3.2-1B-shaped model): batch 8 a trial, 256 input + 4 label tokens (3 label
+tokens and EOS; inputs right-padded, lengths 224..256), the loss over the label tokens only;
+``peft`` is PEFT's CAUSAL_LM prompt tuning (fp32, its own batch of one trial), ``hf`` SuperPos
+at K = 1, 4, 8 through the Trainer's step (bf16 frozen weights on CUDA), evaluation = greedy
+generation of 4 tokens (causal.py). The GPU rows, prepared for the device tool:
+
+    set -o pipefail; HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 python3 -m superpos.bench --device cuda --sizes llama-1b --out $OUT/bench_decoder.json 2>&1 | tee $OUT/bench_decoder.log
+
 On CPU the run applies ``superpos.cpu_allocator`` as the Trainer does (its first line says
 which allocator ran; ``SUPERPOS_CPU_ALLOCATOR=system`` measures glibc's defaults).
 
@@ -69,6 +78,14 @@ TRAIN_SIZES = {
 }
 ATTEMPT_SKIPS = ("qqp", "qnli", "mnli", "sst2")
 EPOCHS, CONFIGS_PER_TASK, ATTEMPT_CONFIGS = 80, 7, 2
+
+#: decoder-only sizes: Llama-3.2-1B's shape (hub config), and the tiny-llama preset's
+DECODER_SHAPES = {
+    "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
+                     head_dim=64, vocab_size=128256, tie_word_embeddings=True, rope_theta=500000.0, max_position_embeddings=2048),
+    "llama-tiny": None,
+}
+DECODER_BATCH, DECODER_INPUT, LABEL_TOKENS, DECODER_K = 8, 256, 4, (1, 4, 8)
 
 DEFAULTS = {"cpu": dict(sizes="tiny", warmup=2, steps=5), "cuda": dict(sizes="small,base", warmup=3, steps=10)}
 
@@ -126,6 +143,37 @@ def synthetic_batches(k: int, vocab: int, device):
         mask = (torch.arange(INPUT_TOKENS)[None, :] < lengths[:, None]).long()
         targets = torch.randint(5, vocab, (BATCH, TARGET_TOKENS), generator=g)
         batches.append(Batch((ids * mask).to(device), mask.to(device), targets.to(device), list(range(BATCH))))
+    return batches
+
+
+def decoder_model(size: str, device):
+    """An fp32 random Llama of ``size`` with tiny-llama's offline tokenizer (ids fit every size)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from superpos.backbones import build_tiny_llama, seeded
+
+    model, tok = build_tiny_llama()
+    if DECODER_SHAPES[size] is not None:
+        model = seeded(LlamaForCausalLM, LlamaConfig(attn_implementation="sdpa", **DECODER_SHAPES[size]), 0)
+    return model.to(device), tok
+
+
+def decoder_batches(k: int, vocab: int, device):
+    """K trials' training batches as ``arrange`` lays them out: input, then the label and EOS as targets."""
+    from superpos.backbones.seq2seq import IGNORE
+    from superpos.data import Batch
+
+    g = torch.Generator().manual_seed(1)
+    width = DECODER_INPUT + LABEL_TOKENS
+    batches = []
+    for _ in range(k):
+        lengths = torch.randint(DECODER_INPUT - 32, DECODER_INPUT + 1, (DECODER_BATCH,), generator=g) + LABEL_TOKENS
+        lengths[0] = width
+        pos = torch.arange(width)[None, :]
+        mask = (pos < lengths[:, None]).long()
+        ids = torch.randint(5, vocab, (DECODER_BATCH, width), generator=g) * mask
+        label = (pos >= lengths[:, None] - LABEL_TOKENS) & mask.bool()
+        batches.append(Batch(ids.to(device), mask.to(device), torch.where(label, ids, IGNORE).to(device), list(range(DECODER_BATCH))))
     return batches
 
 
@@ -219,15 +267,17 @@ def out_of_memory(error: Exception) -> bool:
 
 
 # -- variants -----------------------------------------------------------------------------
-def peft_step(size: str, device):
-    """One PEFT PromptTuning training step, fp32, dropout on: what a user gets (ANCHORS.md)."""
+def peft_step(size: str, device, causal: bool = False):
+    """One PEFT PromptTuning training step, fp32, dropout on: what a user gets (ANCHORS.md);
+    ``causal``: CAUSAL_LM prompt tuning of a decoder size."""
     from peft import PromptTuningConfig, TaskType, get_peft_model
 
-    model, tok = make_model(size, device)
-    model = get_peft_model(model, PromptTuningConfig(task_type=TaskType.SEQ_2_SEQ_LM, num_virtual_tokens=PROMPT_TOKENS))
+    model, tok = (decoder_model if causal else make_model)(size, device)
+    task_type = TaskType.CAUSAL_LM if causal else TaskType.SEQ_2_SEQ_LM
+    model = get_peft_model(model, PromptTuningConfig(task_type=task_type, num_virtual_tokens=PROMPT_TOKENS))
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.3)
-    (batch,) = synthetic_batches(1, len(tok), device)
+    (batch,) = (decoder_batches if causal else synthetic_batches)(1, len(tok), device)
 
     def step():
         optimizer.zero_grad(set_to_none=True)
@@ -237,11 +287,11 @@ def peft_step(size: str, device):
     return step
 
 
-def superpos_steps(loop, k: int, sequential: bool = False):
+def superpos_steps(loop, k: int, sequential: bool = False, make_batches=synthetic_batches):
     """A training step of K fused trials (or of K trials one after another) and an evaluation step."""
     backbone, device = loop.backbone, loop.device
     trials = superpos_trials(backbone, k, device)
-    batches = synthetic_batches(k, backbone.vocab_size(), device)
+    batches = make_batches(k, backbone.vocab_size(), device)
 
     groups = [([t], [b]) for t, b in zip(trials, batches)] if sequential else [(trials, batches)]
 
@@ -256,7 +306,9 @@ def superpos_steps(loop, k: int, sequential: bool = False):
         for group, group_batches in groups:
             with loop._autocast():
                 embeds, masks, _ = loop._fuse(group, group_batches)
-                if backbone.fast_forward is not None:
+                if backbone.kind == "causal":
+                    backbone.generate_ids(embeds, masks, LABEL_TOKENS)
+                elif backbone.fast_forward is not None:
                     backbone.fast_forward.generate(embeds, masks, TARGET_TOKENS)
                 else:
                     backbone.model.generate(inputs_embeds=embeds, attention_mask=masks, max_new_tokens=TARGET_TOKENS, do_sample=False, num_beams=1)
@@ -264,7 +316,7 @@ def superpos_steps(loop, k: int, sequential: bool = False):
     return train, evaluate
 
 
-def measure(rows: list, specs: list, flops_per_example, warmup: int, steps: int, device, peak: float) -> None:
+def measure(rows: list, specs: list, flops_per_example, warmup: int, steps: int, device, peak: float, batch: int = BATCH) -> None:
     """Time rows together (round-robin: training, then evaluation), append them to ``rows`` and print them.
 
     ``specs`` holds (row, make_steps) pairs; ``make_steps()`` returns (train, evaluate or None).
@@ -278,13 +330,13 @@ def measure(rows: list, specs: list, flops_per_example, warmup: int, steps: int,
         evals = [(row, evaluate) for (row, _), (_, evaluate) in zip(specs, made) if evaluate is not None]
         eval_s = seconds_per_step([evaluate for _, evaluate in evals], 1, max(1, steps // 2), device)
         for (row, _), seconds in zip(specs, train_s):
-            examples = row["K"] * BATCH
+            examples = row["K"] * batch
             row.update(ms_per_step=seconds * 1e3, examples_per_s=examples / seconds, peak_gib=peak_gib(device))
             if flops_per_example is not None:
                 row["tflops"] = flops_per_example * examples / seconds / 1e12
                 row["pct_of_peak"] = 100 * row["tflops"] / peak
         for (row, _), seconds in zip(evals, eval_s):
-            row["eval_examples_per_s"] = row["K"] * BATCH / seconds
+            row["eval_examples_per_s"] = row["K"] * batch / seconds
     except Exception as error:  # one failure must not cost the whole run (and its device time)
         for row, _ in specs:
             row["error"] = "out of memory" if out_of_memory(error) else repr(error)[:300]
@@ -318,6 +370,33 @@ def bf16_check(loop, device) -> float:
 def past(deadline: float | None, margin: float = 0.0) -> bool:
     """Whether ``time.monotonic()`` plus ``margin`` seconds is past ``deadline`` (None: never)."""
     return deadline is not None and time.monotonic() + margin > deadline
+
+
+def bench_decoder(size: str, device, warmup: int, steps: int, peak: float, notes: list) -> tuple[list, dict]:
+    """Decoder rows: PEFT CAUSAL_LM prompt tuning (fp32, dropout as configured) and SuperPos at K = 1, 4, 8."""
+    from superpos.backbones import CausalLMBackbone
+
+    rows = []
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        notes.append("peft is not installed: no PEFT baseline row")
+    else:
+        step = peft_step(size, device, causal=True)
+        measure(rows, [(dict(size=size, variant="peft", K=1), lambda: (step, None))], count_flops(step) / DECODER_BATCH, warmup, steps, device, peak, DECODER_BATCH)
+        del step  # frees its fp32 model before the next rows
+    model, tok = decoder_model(size, device)
+    if on_cuda(device):
+        model.to(torch.bfloat16)
+    loop = training_loop(CausalLMBackbone(model, tok, f"{size}-random", dropout=False).train(), device)
+    flops = count_flops(superpos_steps(loop, 1, make_batches=decoder_batches)[0]) / DECODER_BATCH
+    specs = [(dict(size=size, variant="hf", K=k), lambda k=k: superpos_steps(loop, k, make_batches=decoder_batches)) for k in DECODER_K]
+    if on_cuda(device):  # one row at a time: a K that does not fit ends only its row
+        for spec in specs:
+            measure(rows, [spec], flops, warmup, steps, device, peak, DECODER_BATCH)
+    else:
+        measure(rows, specs, flops, warmup, steps, device, peak, DECODER_BATCH)
+    return rows, {}
 
 
 def bench_size(size: str, device, warmup: int, steps: int, peak: float, notes: list, deadline: float | None = None) -> tuple[list, dict]:
@@ -410,7 +489,10 @@ def headline(rows: list, sizes: list[str], cuda: bool) -> tuple[dict, str]:
     ratios, parts = {}, []
     for size in sizes:
         peft = find(rows, size, "peft")
-        if cuda:
+        if size in DECODER_SHAPES:
+            r = {f"superpos{k}_vs_peft": speedup(find(rows, size, "hf", k), peft) for k in DECODER_K}
+            parts.append(f"{size}: superpos / PEFT " + ", ".join(f"K={k} {x(r[f'superpos{k}_vs_peft'])}" for k in DECODER_K))
+        elif cuda:
             top = find(rows, size, "fast") or find(rows, size, "hf")
             if top is None:
                 parts.append(f"{size}: no superpos row ran")
@@ -430,9 +512,10 @@ def headline(rows: list, sizes: list[str], cuda: bool) -> tuple[dict, str]:
                          f"evaluation {x(r['eval_fused4_vs_sequential4'])}), fast/hf at K=4 {x(r['fast4_vs_hf4'])}, superpos K=1 / PEFT {x(r['superpos1_vs_peft'])}")
         ratios[size] = r
     if cuda:
-        hours = {s: table1_examples() / ratios[s]["examples_per_s"] / 3600 for s in sizes if s in ratios}
-        ratios["table1_h100_hours"] = {"per_size": hours, "total": sum(hours.values()), "examples_per_size": table1_examples()}
-        parts.append(f"table1 projection {sum(hours.values()):.1f} H100-h")
+        hours = {s: table1_examples() / ratios[s]["examples_per_s"] / 3600 for s in sizes if s in ratios and s not in DECODER_SHAPES}
+        if hours:
+            ratios["table1_h100_hours"] = {"per_size": hours, "total": sum(hours.values()), "examples_per_size": table1_examples()}
+            parts.append(f"table1 projection {sum(hours.values()):.1f} H100-h")
     return ratios, "SUMMARY " + "; ".join(parts)
 
 
@@ -473,7 +556,10 @@ def run(device: str = "cpu", sizes: str | None = None, steps: int | None = None,
         if past(deadline):
             notes.append(f"{size}: not measured, past the deadline")
             continue
-        size_rows, checks[size] = bench_size(size, device, warmup, steps, peak, notes, deadline)
+        if size in DECODER_SHAPES:
+            size_rows, checks[size] = bench_decoder(size, device, warmup, steps, peak, notes)
+        else:
+            size_rows, checks[size] = bench_size(size, device, warmup, steps, peak, notes, deadline)
         rows += size_rows
         save(result, out)  # what is measured so far survives a run cut short
     ratios, summary = headline(rows, sizes_list, kind == "cuda")
@@ -501,7 +587,7 @@ def save(result: dict, out: str | None) -> None:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    p.add_argument("--sizes", default=None, help="comma-separated: tiny, small, base (default: tiny on cpu, small,base on cuda)")
+    p.add_argument("--sizes", default=None, help="comma-separated: tiny, small, base, llama-tiny, llama-1b (default: tiny on cpu, small,base on cuda)")
     p.add_argument("--steps", type=int, default=None, help="timed steps per row (default: 5 on cpu, 10 on cuda)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 2 on cpu, 3 on cuda)")
     p.add_argument("--out", default=None, help="write all numbers to this JSON file (--gpu-check: a directory)")

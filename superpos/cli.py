@@ -55,7 +55,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--head", default="similarity", help="encoder backbones: similarity (pure prompt tuning) or linear")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--forward", default="hf", help="T5 forward: hf (Hugging Face) or fast (functional, compiled on CUDA; same results)")
-    p.add_argument("--evaluation", default="generate", help="seq2seq: generate (greedy, the paper's) or rank (score each label text; not the paper's)")
+    p.add_argument("--evaluation", default="generate", help="seq2seq and causal LMs: generate (greedy, the paper's) or rank (score each label text; not the paper's)")
     p.add_argument("--deterministic", action="store_true", help="deterministic kernels (CUDA: slower; see superpos/determinism.py)")
     g = p.add_argument_group("method options (only for the methods that have them)")
     g.add_argument("--prompt-len", type=int, default=None, help="number of prompt tokens n (paper: 10)")

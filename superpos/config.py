@@ -64,6 +64,8 @@ class TrainConfig:
     evaluation: str = "generate"
     #: deterministic kernels (superpos.determinism: what is and is not deterministic on CUDA)
     deterministic: bool = False
+    #: causal LMs: recompute activations in the backward (memory for time; results unchanged)
+    gradient_checkpointing: bool = False
     #: method-specific options (m, softmax, p_init, prompt_len, bottleneck, ...)
     method_options: dict = field(default_factory=dict)
 

@@ -9,8 +9,9 @@ is a SHA-256 of everything the result depends on:
   the same for local files and hub rows);
 * the tokenizer's identity: its full serialised definition (vocabulary, normaliser,
   post-processor), not just its name, since e.g. ``tiny-t5`` re-wires MiniLM's tokenizer;
-* the settings: the template and the backbone kind (which decide the targets), ``max_input_len``
-  (an input over it keeps every field whole but the task's context field: superpos.inputs).
+* the settings: the template, ``max_input_len`` (an input over it keeps every field whole but
+  the task's context field: superpos.inputs) and the backbone's ``encoding_key`` (its kind, and
+  for a causal LM whether the split is for training: the label is then in the input).
 
 A cache file is written to a temporary name and renamed into place, so a killed run never
 leaves a half-written entry and parallel runs never read one.
@@ -77,8 +78,8 @@ def tokenizer_identity(tokenizer) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
-def cache_path(backbone, template: str, texts: list[str], golds: list, groups: list, max_input_len: int) -> Path:
-    content = json.dumps([CACHE_VERSION, backbone.kind, template, max_input_len, texts, golds, groups])
+def cache_path(backbone, template: str, texts: list[str], golds: list, groups: list, max_input_len: int, training: bool = False) -> Path:
+    content = json.dumps([CACHE_VERSION, backbone.encoding_key(training), template, max_input_len, texts, golds, groups])
     key = hashlib.sha256(tokenizer_identity(backbone.tokenizer).encode() + content.encode()).hexdigest()
     return cache_dir() / "tokenized" / f"{key}.pt"
 
@@ -120,11 +121,12 @@ def _load(path: Path, golds: list, groups: list) -> EncodedSplit:
     )
 
 
-def encode_split(backbone, task, examples, template: str, max_input_len: int, *, cache: bool = True) -> EncodedSplit:
-    """Tokenise ``examples`` (inputs and targets), from the cache when it holds this exact split."""
+def encode_split(backbone, task, examples, template: str, max_input_len: int, *, cache: bool = True, training: bool = False) -> EncodedSplit:
+    """Tokenise ``examples`` (inputs and targets, as ``backbone.arrange`` lays them out for
+    training or evaluation), from the cache when it holds this exact split."""
     texts = [task.format_input(ex, template) for ex in examples]
     golds, groups = [ex.label for ex in examples], [ex.group for ex in examples]
-    path = cache_path(backbone, template, texts, golds, groups, max_input_len) if cache else None
+    path = cache_path(backbone, template, texts, golds, groups, max_input_len, training) if cache else None
     if path is not None and path.is_file():
         return _load(path, golds, groups)
     inputs = fit_inputs(backbone.tokenizer, task, examples, template, max_input_len)
@@ -134,7 +136,8 @@ def encode_split(backbone, task, examples, template: str, max_input_len: int, *,
         if ex.label not in target_cache:
             target_cache[ex.label] = backbone.encode_target(task, ex, template)
         targets.append(target_cache[ex.label])
-    split = EncodedSplit(inputs.input_ids, targets, golds, groups, shortened=inputs.shortened, cut=inputs.cut)
+    pairs = [backbone.arrange(i, t, training) for i, t in zip(inputs.input_ids, targets)]
+    split = EncodedSplit([p[0] for p in pairs], [p[1] for p in pairs], golds, groups, shortened=inputs.shortened, cut=inputs.cut)
     if path is not None:
         _save(path, split)
     return split

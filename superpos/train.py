@@ -62,7 +62,7 @@ RUNNING, FINISHED, DIVERGED = "running", "finished", "diverged"
 SHARED_KEYS = (
     "task", "model", "data_dir", "dropout", "batch_size", "eval_batch_size", "grad_accum", "epochs",
     "template", "split", "source", "max_train_examples", "max_eval_examples", "max_input_len", "eval_every",
-    "checkpoint_every", "head", "device", "forward", "evaluation", "deterministic",
+    "checkpoint_every", "head", "device", "forward", "evaluation", "deterministic", "gradient_checkpointing",
 )
 
 
@@ -184,14 +184,15 @@ class Trainer:
         splits = load_splits(self.task, first.split, first.data_dir, source=first.source)
 
         self.backbone = load_backbone(
-            first.model, dropout=first.dropout, head=first.head, device=self.device, fast=first.forward == "fast", evaluation=first.evaluation
+            first.model, dropout=first.dropout, head=first.head, device=self.device, fast=first.forward == "fast", evaluation=first.evaluation,
+            gradient_checkpointing=first.gradient_checkpointing,
         )
         self.backbone.prepare(self.task, first.template)
 
-        def encode(examples, cap):
-            return encode_split(self.backbone, self.task, examples[:cap], first.template, first.max_input_len)
+        def encode(examples, cap, training=False):
+            return encode_split(self.backbone, self.task, examples[:cap], first.template, first.max_input_len, training=training)
 
-        self.train_split = encode(splits.train, first.max_train_examples)
+        self.train_split = encode(splits.train, first.max_train_examples, training=True)
         self.eval_split = encode(splits.validation, first.max_eval_examples)
         self.test_split = encode(splits.test, first.max_eval_examples) if splits.test is not None else None
         #: per split, inputs over max_input_len: context shortened / text cut (superpos.inputs); logged with every evaluation
@@ -470,6 +471,8 @@ class Trainer:
                 "examples": trial.state.examples,
                 "trainable_parameters": trial.num_trainable(),
                 "inputs": self.input_counts,
+                # False: the frozen model has no dropout, so the dropout switch changed nothing
+                "frozen_model_has_dropout": self.backbone.has_dropout,
             }
             (trial.out_dir / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")
             # an ended run is never resumed: its optimizer state (3x the weights for full

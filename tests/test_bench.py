@@ -71,3 +71,25 @@ def test_gpu_branch_runs_end_to_end_with_cuda_faked(cuda_faked, capsys):
 def test_no_row_starts_past_the_deadline(cuda_faked):
     result = bench.run("cpu", sizes="small,base", steps=1, warmup=0, deadline=time.monotonic())
     assert result["rows"] == [] and result["notes"] == ["small: not measured, past the deadline", "base: not measured, past the deadline"]
+
+
+@pytest.mark.parametrize("cuda", [pytest.param(False, marks=pytest.mark.slow), True], ids=["cpu", "cuda-faked"])
+def test_decoder_rows(request, monkeypatch, capsys, cuda):
+    """Decoder rows: PEFT CAUSAL_LM and SuperPos K = 1, 4, 8 (on CUDA, faked as above, the
+    Llama-3.2-1B size, shrunk here, one row at a time)."""
+    monkeypatch.setattr(bench, "DECODER_BATCH", 2)
+    monkeypatch.setattr(bench, "DECODER_INPUT", 40)
+    size = "llama-tiny"
+    if cuda:
+        size = "llama-1b"
+        request.getfixturevalue("cuda_faked")
+        small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2, vocab_size=30600)
+        monkeypatch.setitem(bench.DECODER_SHAPES, "llama-1b", small)
+    result = bench.run("cpu", sizes=size, steps=1, warmup=0)
+    rows = {(r["variant"], r["K"]): r for r in result["rows"]}
+    assert set(rows) == {("peft", 1), ("hf", 1), ("hf", 4), ("hf", 8)}
+    for r in rows.values():
+        assert "error" not in r and r["examples_per_s"] > 0 and r["pct_of_peak"] > 0
+    assert rows[("hf", 8)]["eval_examples_per_s"] > 0 and (rows[("hf", 8)]["peak_gib"] is not None) == cuda
+    assert result["ratios"][size]["superpos8_vs_peft"] > 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith(f"SUMMARY {size}: superpos / PEFT K=1 ")

@@ -160,12 +160,13 @@ def test_fused_trials_with_dropout_on_are_reproducible_but_not_their_solo_runs(d
     assert not torch.allclose(prompt_of(tmp_path / "fused1")["prompt"], prompt_of(tmp_path / "solo1")["prompt"], atol=1e-5)
 
 
-def test_out_of_gpu_memory_halves_the_fused_width_and_changes_no_result(data_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("model", ["tiny-t5", pytest.param("tiny-llama", marks=pytest.mark.slow)])
+def test_out_of_gpu_memory_halves_the_fused_width_and_changes_no_result(data_dir, tmp_path, monkeypatch, model):
     """A group that does not fit through one forward: CUDA's out-of-memory error (faked: in the
     forward of more than 2 trials, then once in the backward of 2, after a gradient had been
     accumulated) halves the width, 4 -> 2 -> 1; the failed chunk is redone with its gradients
     restored, and every trial ends as it would alone."""
-    configs = [tiny(data_dir, method=method, seed=seed, grad_accum=2, batch_size=4)
+    configs = [tiny(data_dir, model=model, method=method, seed=seed, grad_accum=2, batch_size=4)
                for seed, method in enumerate(("superpos", "simple", "superpos", "simple"))]
     trainer = Trainer(configs, [tmp_path / f"fused{k}" for k in range(4)], progress=False)
     real = trainer.backbone.example_losses
