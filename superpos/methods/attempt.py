@@ -4,7 +4,7 @@ Trainable: the target prompt P_t (n x d, from n unique sampled real token embedd
 the attention module h = LayerNorm(W_up SiLU(W_down x)) with W_down (d -> G) and W_up
 (G -> d), both without bias, as the official code. Frozen: k source prompts loaded from
 safetensors files (key ``prompt``, shape (n, d): what a ``simple`` run exports as
-``prompt.safetensors``).
+``prompt.safetensors``) or PEFT prompt-tuning adapter folders (``superpos export``).
 
 Forward (the official "sub" method, methods.md section 1): x = max-pool of the input
 embeddings over (unmasked) tokens; pool_j = max-pool of each of the k source prompts and of
@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from superpos.errors import ConfigError
+from superpos.export import adapter_prompt, is_adapter_dir
 from superpos.methods.base import MethodConfig, PromptMethod
 
 
@@ -40,11 +41,14 @@ class AttemptConfig(MethodConfig):
         if self.bottleneck < 1:
             raise ConfigError(f"bottleneck must be >= 1, got {self.bottleneck}")
         for path in self.source_prompts:
-            if not str(path).endswith(".safetensors"):
-                raise ConfigError(f"source prompt {path!r} is not a .safetensors file")
+            if not (str(path).endswith(".safetensors") or is_adapter_dir(path)):
+                raise ConfigError(f"source prompt {path!r} is neither a .safetensors file nor a PEFT prompt-tuning adapter folder")
 
 
 def load_source_prompt(path: str, n: int, d: int) -> torch.Tensor:
+    """Key ``prompt`` of a superpos prompt file, or the prompt of a PEFT prompt-tuning adapter folder."""
+    if is_adapter_dir(path):
+        return adapter_prompt(path, n, d)
     try:
         tensors = load_file(path)
     except FileNotFoundError:

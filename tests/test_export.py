@@ -1,0 +1,199 @@
+"""PEFT adapters out (superpos export) and in (--init-from, ATTEMPT sources), superpos evaluate, submissions."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from superpos.config import TrainConfig
+from superpos.errors import ConfigError
+from superpos.evaluate import evaluate
+from superpos.export import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, PEFT_KEY, export_run_dir, read_adapter
+from superpos.train import run_group
+
+peft = pytest.importorskip("peft")
+
+EXPORTABLE = {"simple": {}, "superpos": {"m": 16}, "residual": {"bottleneck": 8}, "lowrank": {"rank": 3}}
+
+
+@pytest.fixture(scope="module")
+def trained(fixture_data_dir, tmp_path_factory):
+    """One epoch of tiny-t5 on the CB fixture with each exportable method (fused, one evaluation each)."""
+    root = tmp_path_factory.mktemp("runs")
+    configs = [
+        TrainConfig(task="cb", method=m, model="tiny-t5", data_dir=str(fixture_data_dir), epochs=1, batch_size=4, eval_batch_size=3, dropout=False, device="cpu", method_options=o)
+        for m, o in EXPORTABLE.items()
+    ]
+    dirs = [root / m for m in EXPORTABLE]
+    trials = run_group(configs, dirs, progress=False)
+    return {m: (d, t) for m, d, t in zip(EXPORTABLE, dirs, trials)}
+
+
+def _batch(backbone):
+    enc = backbone.tokenizer(["cb hypothesis: it rains premise: the sky is grey", "cb hypothesis: yes premise: no"], padding=True, return_tensors="pt")
+    return enc["input_ids"], enc["attention_mask"]
+
+
+def assert_peft_matches(folder: Path, trial, n: int) -> None:
+    """PEFT's encoder outputs, logits and greedy generations equal superpos's prompted forward (fp32, 1e-5)."""
+    from superpos.backbones import load_backbone
+
+    ours = load_backbone("tiny-t5", dropout=False).eval()
+    trial.method.eval()
+    ids, mask = _batch(ours)
+    with torch.no_grad():
+        embeds = ours.embed(ids)
+        prompted = torch.cat([trial.method(embeds, mask), embeds], 1)
+        pmask = torch.cat([torch.ones(2, n, dtype=mask.dtype), mask], 1)
+        dec = torch.zeros(2, 1, dtype=torch.long)
+        out = ours.model(inputs_embeds=prompted, attention_mask=pmask, decoder_input_ids=dec)
+        gen = ours.model.generate(inputs_embeds=prompted, attention_mask=pmask, max_new_tokens=4, do_sample=False, num_beams=1)
+
+    base = load_backbone("tiny-t5", dropout=False).model.eval()
+    model = peft.PeftModel.from_pretrained(base, str(folder)).eval()
+    with torch.no_grad():
+        theirs = model(input_ids=ids, attention_mask=mask, decoder_input_ids=dec)
+        their_gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=4, do_sample=False, num_beams=1)
+    assert torch.allclose(out.encoder_last_hidden_state, theirs.encoder_last_hidden_state, atol=1e-5)
+    assert torch.allclose(out.logits, theirs.logits, atol=1e-5)
+    assert torch.equal(gen, their_gen)
+
+
+@pytest.mark.parametrize("method", list(EXPORTABLE))
+def test_exported_prompt_runs_in_peft_as_in_superpos(trained, tmp_path, method):
+    run_dir, trial = trained[method]
+    folder = export_run_dir(run_dir, tmp_path / "adapter")
+    config = json.loads((folder / ADAPTER_CONFIG_FILE).read_text())
+    assert (config["peft_type"], config["task_type"], config["num_transformer_submodules"]) == ("PROMPT_TUNING", "SEQ_2_SEQ_LM", 1)
+    assert (config["num_virtual_tokens"], config["token_dim"], config["num_layers"], config["num_attention_heads"]) == (10, 64, 2, 4)
+    assert config["inference_mode"] is True and config["prompt_tuning_init"] == "RANDOM"
+    from safetensors.torch import load_file
+
+    weights = load_file(folder / ADAPTER_WEIGHTS_FILE)
+    assert list(weights) == [PEFT_KEY] and weights[PEFT_KEY].dtype == torch.float32
+    with torch.no_grad():
+        assert torch.equal(weights[PEFT_KEY], trial.method.eval().prompt_matrix())
+    assert f"method: `{method}`" in (folder / "README.md").read_text()
+    assert_peft_matches(folder, trial, 10)
+
+
+def test_round_trip_export_init_from_and_attempt_source(trained, tmp_path, tiny_t5):
+    from superpos.methods import build_method, method_config
+
+    run_dir, trial = trained["residual"]
+    folder = export_run_dir(run_dir, tmp_path / "adapter")
+    exported = read_adapter(folder)[1]
+    simple = build_method("simple", method_config("simple", {"init_from": str(folder)}), tiny_t5, torch.Generator().manual_seed(0))
+    assert torch.equal(simple.prompt_matrix().detach(), exported)
+    attempt = build_method("attempt", method_config("attempt", {"source_prompts": [str(folder)]}), tiny_t5, torch.Generator().manual_seed(0))
+    assert torch.equal(attempt.sources[0], exported)
+    # --init-from is a method option, so it is in the resolved config (config.json, MLflow params)
+    resolved = TrainConfig(task="cb", method="simple", method_options={"init_from": str(folder)}).resolve()
+    assert resolved.method_options["init_from"] == str(folder)
+
+
+def test_evaluate_reproduces_the_runs_score_exactly(trained, tmp_path):
+    run_dir, _ = trained["superpos"]
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 1  # one evaluation: its score is the run's best score
+    summary = evaluate(run_dir, predictions=str(tmp_path / "preds.jsonl"))
+    assert summary["score"] == records[-1]["best_score"] == summary["run_score"]
+    assert summary["metrics"]["accuracy"] == records[-1]["accuracy"]
+    folder = export_run_dir(run_dir, tmp_path / "adapter")
+    assert evaluate(folder, task="cb", data_dir=json.loads((run_dir / "config.json").read_text())["data_dir"])["score"] == records[-1]["score"]
+    lines = [json.loads(line) for line in (tmp_path / "preds.jsonl").read_text().splitlines()]
+    assert len(lines) == summary["examples"] and set(lines[0]) == {"index", "input", "prediction", "label", "gold"}
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    "task,name,content,vocab",
+    [
+        ("rte", "RTE.tsv", "index\tsentence1\tsentence2\n0\ta\tb\n1\tc\td\n2\te\tf\n", {"entailment", "not_entailment"}),
+        ("cola", "CoLA.tsv", "index\tsentence\n0\ta b\n1\tc d\n", {"0", "1"}),
+        ("stsb", "STS-B.tsv", "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\n0\tg\tf\t2012\t0\tn\tn\ta\tb\n", None),
+        ("cb", "CB.jsonl", '{"premise": "a", "hypothesis": "b", "idx": 7}\n{"premise": "c", "hypothesis": "d", "idx": 9}\n', {"entailment", "contradiction", "neutral"}),
+        ("boolq", "BoolQ.jsonl", '{"question": "a", "passage": "b", "idx": 0}\n', {"true", "false"}),
+        ("copa", "COPA.jsonl", '{"premise": "a", "choice1": "b", "choice2": "c", "question": "cause", "idx": 3}\n', {0, 1}),
+    ],
+)
+def test_submission_files_have_the_benchmarks_format(trained, tmp_path, task, name, content, vocab):
+    run_dir, _ = trained["simple"]
+    folder = export_run_dir(run_dir, tmp_path / "adapter")
+    test_file = _write(tmp_path / ("test" + Path(name).suffix), content)
+    summary = evaluate(folder, task=task, file=str(test_file), submission=str(tmp_path / "sub"))
+    out = tmp_path / "sub" / name
+    assert summary["submission"] == str(out) and "score" not in summary
+    if name.endswith(".tsv"):
+        rows = list(csv.reader(out.open(), delimiter="\t"))
+        assert rows[0] == ["index", "prediction"]
+        given = [line.split("\t")[0] for line in content.splitlines()[1:]]
+        assert [r[0] for r in rows[1:]] == given
+        labels = [r[1] for r in rows[1:]]
+        if vocab is None:
+            assert all(0.0 <= float(v) <= 5.0 for v in labels)
+    else:
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        assert [r["idx"] for r in rows] == [json.loads(line)["idx"] for line in content.splitlines()]
+        assert all(set(r) == {"idx", "label"} for r in rows)
+        labels = [r["label"] for r in rows]
+    if vocab is not None:
+        assert set(labels) <= vocab
+
+
+def test_bad_input_is_refused_before_anything_is_written(trained, tmp_path, tiny_t5):
+    from superpos.methods import build_method, method_config
+
+    not_adapter = tmp_path / "plain"
+    not_adapter.mkdir()
+    with pytest.raises(ConfigError, match="not a PEFT adapter folder"):
+        method_config("simple", {"init_from": str(not_adapter)})
+    lora = tmp_path / "lora"
+    lora.mkdir()
+    (lora / ADAPTER_CONFIG_FILE).write_text(json.dumps({"peft_type": "LORA"}))
+    with pytest.raises(ConfigError, match="'LORA' adapter; allowed: PROMPT_TUNING"):
+        read_adapter(lora)
+
+    folder = export_run_dir(trained["simple"][0], tmp_path / "adapter")
+    with pytest.raises(ConfigError, match="10 virtual tokens, prompt_len is 5"):
+        method_config("simple", {"init_from": str(folder), "prompt_len": 5})
+    wide = torch.zeros(10, 384)
+    from safetensors.torch import save_file
+
+    other = tmp_path / "wide"
+    other.mkdir()
+    (other / ADAPTER_CONFIG_FILE).write_text((folder / ADAPTER_CONFIG_FILE).read_text())
+    save_file({PEFT_KEY: wide}, other / ADAPTER_WEIGHTS_FILE)
+    with pytest.raises(ConfigError, match=r"\(10, 384\) prompt; this run needs \(10, 64\)"):
+        build_method("simple", method_config("simple", {"init_from": str(other)}), tiny_t5, torch.Generator())
+
+    # an occupied --out is kept as it was
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not empty"):
+        export_run_dir(trained["simple"][0], keep)
+    with pytest.raises(ConfigError, match="not an adapter folder"):
+        export_run_dir(trained["simple"][0], keep, overwrite=True)
+    assert [p.name for p in keep.iterdir()] == ["notes.txt"]
+
+    for method, why in (("attempt", "depends on the input"), ("full", "has no prompt")):
+        run_dir = tmp_path / method
+        run_dir.mkdir()
+        TrainConfig(task="cb", method=method).save(run_dir / "config.json")
+        save_file({"target": torch.zeros(10, 64)}, run_dir / "prompt.safetensors")
+        with pytest.raises(ConfigError, match=why):
+            export_run_dir(run_dir, tmp_path / f"out_{method}")
+        assert not (tmp_path / f"out_{method}").exists()
+
+    with pytest.raises(ConfigError, match="no benchmark submission format for task 'multirc'"):
+        evaluate(folder, task="multirc", file=str(_write(tmp_path / "t.jsonl", "{}\n")), submission=str(tmp_path / "sub"))
+    assert not (tmp_path / "sub").exists()
