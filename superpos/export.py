@@ -216,8 +216,7 @@ def model_card(config: TrainConfig, backbone, n: int, score: float | None, run_i
             "hidden = model(**x).last_hidden_state[:, model.peft_config['default'].num_virtual_tokens:]  # input positions only",
             "pooled = F.normalize((hidden * x.attention_mask[..., None]).sum(1) / x.attention_mask.sum(1, keepdim=True), dim=-1)",
             f"c = tok({classes!r}, return_tensors='pt', padding=True)",
-            "with model.disable_adapter():  # the label texts are embedded without the prompt",
-            "    h = model(**c).last_hidden_state",
+            "h = model.get_base_model()(**c).last_hidden_state  # the label texts are embedded without the prompt",
             "classes = F.normalize((h * c.attention_mask[..., None]).sum(1) / c.attention_mask.sum(1, keepdim=True), dim=-1)",
             f"print({classes!r}[int((pooled @ classes.T).argmax())])",
         ]

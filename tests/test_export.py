@@ -197,3 +197,100 @@ def test_bad_input_is_refused_before_anything_is_written(trained, tmp_path, tiny
     with pytest.raises(ConfigError, match="no benchmark submission format for task 'multirc'"):
         evaluate(folder, task="multirc", file=str(_write(tmp_path / "t.jsonl", "{}\n")), submission=str(tmp_path / "sub"))
     assert not (tmp_path / "sub").exists()
+
+
+def test_encoder_prompt_exports_as_feature_extraction(minilm, tmp_path):
+    """MiniLM: PEFT's FEATURE_EXTRACTION forward gives superpos's prompted hidden states, and the
+    card's pooling + cosine over them gives superpos's predictions."""
+    import torch.nn.functional as F
+    from transformers import AutoModel
+
+    from superpos.backbones import minilm_path
+    from superpos.export import model_card, write_adapter
+    from superpos.tasks import get_task
+
+    task, config = get_task("sst2"), TrainConfig(task="sst2", model="minilm")
+    prompt = torch.randn(4, minilm.hidden_size, generator=torch.Generator().manual_seed(0)) * 0.05
+    folder = write_adapter(tmp_path / "adapter", prompt, minilm, model_card(config, minilm, 4, None, "", "adapter"))
+    assert json.loads((folder / ADAPTER_CONFIG_FILE).read_text())["task_type"] == "FEATURE_EXTRACTION"
+    assert "sentence-transformers/all-MiniLM-L6-v2" in (folder / "README.md").read_text()
+
+    from superpos.backbones.base import TrialRows
+
+    minilm.eval().prepare(task, "t5")
+    enc = minilm.tokenizer(["sst2 sentence: a fine film", "sst2 sentence: dull"], padding=True, return_tensors="pt")
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    embeds = torch.cat([prompt.expand(2, -1, -1), minilm.embed(ids)], 1)
+    pmask = torch.cat([torch.ones(2, 4, dtype=mask.dtype), mask], 1)
+    with torch.no_grad():
+        ours = minilm.model(inputs_embeds=embeds, attention_mask=pmask).last_hidden_state
+        our_preds = minilm.predict(embeds, pmask, task, "t5", [TrialRows(slice(None), None, 4)])
+        model = peft.PeftModel.from_pretrained(AutoModel.from_pretrained(minilm_path()), str(folder)).eval()
+        theirs = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        hidden = theirs[:, 4:]
+        pooled = F.normalize((hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True), dim=-1)
+        c = minilm.tokenizer(["negative", "positive"], return_tensors="pt", padding=True)
+        h = model.get_base_model()(**c).last_hidden_state
+        classes = F.normalize((h * c.attention_mask[..., None]).sum(1) / c.attention_mask.sum(1, keepdim=True), dim=-1)
+    assert torch.allclose(ours, theirs, atol=1e-5)
+    assert (pooled @ classes.T).argmax(-1).tolist() == our_preds
+
+
+@pytest.fixture(scope="module")
+def mlflow_store(trained, tmp_path_factory):
+    """The trained runs logged in the sweep layout (docs/mlflow-layout.md), plus a RUNNING run
+    alone in its cell (tiny-t5 / rte / simple) with a higher score than any finished one."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    tmp = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp_id = client.create_experiment("exp", artifact_location=(tmp / "artifacts").as_uri())
+    ids = {}
+    for method, (run_dir, _) in trained.items():
+        config = json.loads((run_dir / "config.json").read_text())
+        tags = {"superpos.role": "trial", "task": "cb", "method": method, "model": "tiny-t5", "dropout": "false", "softmax": "false",
+                "m": str(config["method_options"].get("m", "")), "seed": "0", "status": "finished"}
+        rid = client.create_run(exp_id, tags=tags).info.run_id
+        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        client.log_batch(rid, metrics=[Metric(k, float(v), 0, r["step"]) for r in records for k, v in r.items() if k != "step" and isinstance(v, (int, float))])
+        for name in ("config.json", "prompt.safetensors", "result.json"):
+            client.log_artifact(rid, str(run_dir / name))
+        client.set_terminated(rid, "FINISHED")
+        ids[method] = rid
+    tags = {"superpos.role": "trial", "task": "rte", "method": "simple", "model": "tiny-t5", "dropout": "false", "seed": "0", "status": "running"}
+    running = client.create_run(exp_id, tags=tags).info.run_id
+    client.log_batch(running, metrics=[Metric("score", 0.99, 0, 1)])
+    return uri, ids, running
+
+
+@pytest.mark.slow
+def test_mlflow_run_and_best_cell_exports_run_in_peft(trained, mlflow_store, tmp_path, capsys):
+    from analysis.export import best_cell_run, export_all, export_run
+    from superpos.cli import main
+
+    uri, ids, running = mlflow_store
+    folder = export_run(uri, ids["lowrank"], tmp_path / "one")
+    assert_peft_matches(folder, trained["lowrank"][1], 10)
+    assert ids["lowrank"] in (folder / "README.md").read_text()
+
+    best = best_cell_run(uri, "exp", "cb", "superpos", "tiny-t5", "off")
+    assert best == ids["superpos"]
+    assert main(["export", "--tracking-uri", uri, "--experiment", "exp", "--task", "cb", "--method", "superpos", "--model", "tiny-t5", "--out", str(tmp_path / "cell")]) == 0
+    assert_peft_matches(tmp_path / "cell", trained["superpos"][1], 10)
+
+    folders, notes = export_all(uri, "exp", tmp_path / "all")
+    assert sorted(f.name for f in folders) == [f"cb_{m}_dropout-off" for m in sorted(EXPORTABLE)] and notes == []
+
+    assert main(["evaluate", "--tracking-uri", uri, "--run-id", ids["simple"]]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["score"] == summary["run_score"]
+
+    # a cell whose only run is still running: refused, nothing written
+    with pytest.raises(ConfigError, match="no finished run with a score in cell rte/simple/tiny-t5"):
+        best_cell_run(uri, "exp", "rte", "simple", "tiny-t5")
+    with pytest.raises(ConfigError, match="is RUNNING; only FINISHED"):
+        export_run(uri, running, tmp_path / "running")
+    assert main(["export", "--tracking-uri", uri, "--experiment", "exp", "--task", "rte", "--method", "simple", "--model", "tiny-t5", "--out", str(tmp_path / "none")]) == 2
+    assert not (tmp_path / "running").exists() and not (tmp_path / "none").exists()
