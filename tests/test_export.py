@@ -294,3 +294,18 @@ def test_mlflow_run_and_best_cell_exports_run_in_peft(trained, mlflow_store, tmp
         export_run(uri, running, tmp_path / "running")
     assert main(["export", "--tracking-uri", uri, "--experiment", "exp", "--task", "rte", "--method", "simple", "--model", "tiny-t5", "--out", str(tmp_path / "none")]) == 2
     assert not (tmp_path / "running").exists() and not (tmp_path / "none").exists()
+
+
+def test_cli_export_and_evaluate(trained, tmp_path, capsys):
+    from superpos.cli import main
+
+    run_dir, _ = trained["simple"]
+    assert main(["export", str(run_dir), "--out", str(tmp_path / "a")]) == 0
+    assert read_adapter(tmp_path / "a")[1].shape == (10, 64)
+    assert main(["export", str(run_dir), "--out", str(tmp_path / "a")]) == 2  # occupied: refused
+    assert "exists and is not empty" in capsys.readouterr().err
+    assert main(["export", str(run_dir), "--run-id", "x", "--out", str(tmp_path / "b")]) == 2
+    assert main(["evaluate", str(tmp_path / "a"), "--task", "cb", "--data-dir", json.loads((run_dir / "config.json").read_text())["data_dir"]]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["task"] == "cb"
+    assert main(["evaluate", str(tmp_path / "a")]) == 2
+    assert "pass --task" in capsys.readouterr().err
