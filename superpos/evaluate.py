@@ -165,7 +165,7 @@ def read_task_file(task: Task, path) -> Examples:
         where = f"{path}, line {lineno}"
         parsed = task.example_from_hub_row(row, where) if path.suffix == ".parquet" else task.example_from_row(row, where)
         examples += parsed
-        ids += [row.get(id_key, i)] * len(parsed)
+        ids += [row.get(id_key, row.get("id", i))] * len(parsed)  # QQP's test file names its index "id"
     return Examples(examples, ids, has[0], str(path))
 
 
