@@ -1,6 +1,6 @@
 """Benchmark (figures, not a test): how fast ``superpos report`` reads a big sweep back.
 
-    python -m analysis.bench_report [--runs 600] [--evaluations 80] [--workdir DIR] [--no-server]
+    python -m analysis.bench_report [--runs 600] [--evaluations 80] [--workdir DIR] [--no-server] [--baseline]
 
 Writes a synthetic sweep in the documented layout (docs/mlflow-layout.md: one parent run, one
 child run per trial with the tags ``analysis/`` reads, 8 metrics logged at each of
@@ -23,6 +23,9 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from unittest import mock
+
+from analysis import history
 
 TASKS = ("rte", "cb", "copa", "wic", "boolq", "mrpc", "stsb", "cola", "sst2", "qnli")
 METHODS = ("simple", "residual", "superpos", "lowrank", "full")
@@ -111,6 +114,7 @@ def main(argv=None) -> int:
     parser.add_argument("--evaluations", type=int, default=80)
     parser.add_argument("--workdir", default=None, help="keep the store here (default: a temporary folder)")
     parser.add_argument("--no-server", action="store_true", help="sqlite only")
+    parser.add_argument("--baseline", action="store_true", help="also time one history call per run and key, uncached (the old way)")
     args = parser.parse_args(argv)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_report_"))
     store = work / f"sweep_{args.runs}x{args.evaluations}"
@@ -129,6 +133,10 @@ def main(argv=None) -> int:
             targets.append(("server", url))
         print("store   cache  load_experiment s  report s")
         for name, uri in targets:
+            if args.baseline:
+                with mock.patch.object(history, "fetch", history.fetch_one_by_one), mock.patch.dict(os.environ, {history.CACHE_ENV: "0"}):
+                    loaded, report = timed(uri, work / f"report_{name}_baseline")
+                print(f"{name:7} {'none, one call per run and key':6} {loaded:17.1f} {report:9.1f}", flush=True)
             os.environ["SUPERPOS_CACHE"] = str(work / f"cache_{name}")  # cold: a cache of its own, empty
             for state in ("cold", "warm"):
                 loaded, report = timed(uri, work / f"report_{name}_{state}")

@@ -87,10 +87,7 @@ def _write_cache(path: Path, frame: pd.DataFrame) -> None:
 
 def fetch(mlflow_client, metric_keys: dict[str, list[str]]) -> pd.DataFrame:
     """The histories of ``{run_id: [keys]}`` through the store's fastest way (module docstring)."""
-    by_key: dict[str, list[str]] = {}
-    for run_id, keys in metric_keys.items():
-        for key in keys:
-            by_key.setdefault(key, []).append(run_id)
+    by_key = runs_by_key(metric_keys)
     store = mlflow_client._tracking_client.store
     if hasattr(store, "get_metric_history_bulk"):
         rows = _sql_bulk(store, by_key)
@@ -99,6 +96,20 @@ def fetch(mlflow_client, metric_keys: dict[str, list[str]]) -> pd.DataFrame:
     else:
         rows = _one_by_one(mlflow_client, by_key)
     return _frame(rows, COLUMNS)
+
+
+def runs_by_key(metric_keys: dict[str, list[str]]) -> dict[str, list[str]]:
+    """``{run_id: [keys]}`` turned into ``{key: [run_ids]}``: bulk queries go one key at a time."""
+    by_key: dict[str, list[str]] = {}
+    for run_id, keys in metric_keys.items():
+        for key in keys:
+            by_key.setdefault(key, []).append(run_id)
+    return by_key
+
+
+def fetch_one_by_one(mlflow_client, metric_keys: dict[str, list[str]]) -> pd.DataFrame:
+    """One call per run and key (the benchmark's baseline; what every store supports)."""
+    return _frame(_one_by_one(mlflow_client, runs_by_key(metric_keys)), COLUMNS)
 
 
 def _chunks(items: list, size: int):

@@ -7,7 +7,7 @@ import time
 import pandas as pd
 import pytest
 
-from analysis.history import fetch, load_histories
+from analysis.history import fetch_one_by_one, load_histories
 
 
 def _log(client, run_id, key_values, step):
@@ -50,7 +50,7 @@ def test_cached_equals_uncached_and_running_runs_are_reread(store):
     uncached = load_histories(client, uri, exp, _runs(client, exp), cache=False)
     pd.testing.assert_frame_equal(_sorted(warm), _sorted(cold))
     pd.testing.assert_frame_equal(_sorted(uncached), _sorted(cold))
-    one_by_one = fetch(client, {r.info.run_id: list(r.data.metrics) for r in _runs(client, exp)})
+    one_by_one = fetch_one_by_one(client, {r.info.run_id: list(r.data.metrics) for r in _runs(client, exp)})
     pd.testing.assert_frame_equal(_sorted(one_by_one), _sorted(cold))
 
     # a new value in the running run is read; the ended run's cached history is kept as long
