@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -86,7 +88,7 @@ def start_server(db_uri: str, artifacts: Path) -> tuple[subprocess.Popen, str]:
                 raise RuntimeError(f"mlflow server exited with {proc.returncode}") from None
             time.sleep(0.5)
     else:
-        proc.terminate()
+        stop_server(proc)
         raise RuntimeError("mlflow server did not answer within 180 s")
     from analysis.runs import client
 
@@ -95,17 +97,27 @@ def start_server(db_uri: str, artifacts: Path) -> tuple[subprocess.Popen, str]:
     return proc, url
 
 
-def timed(uri: str, out: Path) -> tuple[float, float]:
-    """Seconds for load_experiment and for the whole build_report."""
+def timed(what: str, uri: str, out: Path) -> float:
+    """Seconds for ``load_experiment`` (reading runs and histories) or the whole ``build_report``."""
     from analysis.report import build_report
     from analysis.runs import load_experiment
 
     start = time.perf_counter()
-    load_experiment(uri, EXPERIMENT)
-    loaded = time.perf_counter() - start
-    start = time.perf_counter()
-    build_report(uri, EXPERIMENT, out)
-    return loaded, time.perf_counter() - start
+    load_experiment(uri, EXPERIMENT) if what == "load_experiment" else build_report(uri, EXPERIMENT, out)
+    return time.perf_counter() - start
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    """The server and the workers and job runners it started (its own process group)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=20)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def main(argv=None) -> int:
@@ -114,7 +126,7 @@ def main(argv=None) -> int:
     parser.add_argument("--evaluations", type=int, default=80)
     parser.add_argument("--workdir", default=None, help="keep the store here (default: a temporary folder)")
     parser.add_argument("--no-server", action="store_true", help="sqlite only")
-    parser.add_argument("--baseline", action="store_true", help="also time one history call per run and key, uncached (the old way)")
+    parser.add_argument("--baseline", action="store_true", help="also time load_experiment with one history call per run and key, uncached (before analysis/history.py)")
     args = parser.parse_args(argv)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_report_"))
     store = work / f"sweep_{args.runs}x{args.evaluations}"
@@ -131,20 +143,21 @@ def main(argv=None) -> int:
         if not args.no_server:
             server, url = start_server(db, artifacts)
             targets.append(("server", url))
-        print("store   cache  load_experiment s  report s")
+        print("store    what             baseline s  cold s  warm s")
         for name, uri in targets:
-            if args.baseline:
-                with mock.patch.object(history, "fetch", history.fetch_one_by_one), mock.patch.dict(os.environ, {history.CACHE_ENV: "0"}):
-                    loaded, report = timed(uri, work / f"report_{name}_baseline")
-                print(f"{name:7} {'none, one call per run and key':6} {loaded:17.1f} {report:9.1f}", flush=True)
-            os.environ["SUPERPOS_CACHE"] = str(work / f"cache_{name}")  # cold: a cache of its own, empty
-            for state in ("cold", "warm"):
-                loaded, report = timed(uri, work / f"report_{name}_{state}")
-                print(f"{name:7} {state:6} {loaded:17.1f} {report:9.1f}", flush=True)
+            for what in ("load_experiment", "report"):
+                baseline = "-"
+                if args.baseline and what == "load_experiment":
+                    with mock.patch.object(history, "fetch", history.fetch_one_by_one), mock.patch.dict(os.environ, {history.CACHE_ENV: "0"}):
+                        baseline = f"{timed(what, uri, work / 'report'):.1f}"
+                cache = work / f"cache_{name}_{what}"
+                shutil.rmtree(cache, ignore_errors=True)
+                os.environ["SUPERPOS_CACHE"] = str(cache)  # cold: an empty cache of its own; warm: what cold left
+                cold, warm = (timed(what, uri, work / "report") for _ in range(2))
+                print(f"{name:8} {what:16} {baseline:>10} {cold:7.1f} {warm:7.1f}", flush=True)
     finally:
         if server is not None:
-            server.terminate()
-            server.wait(timeout=30)
+            stop_server(server)
     return 0
 
 

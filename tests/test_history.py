@@ -65,3 +65,22 @@ def test_cached_equals_uncached_and_running_runs_are_reread(store):
     resumed = load_histories(client, uri, exp, _runs(client, exp))
     assert 30 in set(resumed.loc[resumed["run_id"] == done, "step"])
     pd.testing.assert_frame_equal(_sorted(resumed), _sorted(load_histories(client, uri, exp, _runs(client, exp), cache=False)))
+
+
+@pytest.mark.slow
+def test_tracking_server_bulk_endpoint_equals_the_sql_store(store, tmp_path, monkeypatch):
+    """Through a local ``mlflow server`` (127.0.0.1, a free port): the get-history-bulk path,
+    with chunks of one run so that several requests per key are made."""
+    from analysis import history
+    from analysis.bench_report import start_server, stop_server
+    from analysis.runs import client as client_for
+
+    uri, client, exp, _ = store
+    monkeypatch.setattr(history, "REST_CHUNK", 1)
+    server, url = start_server(uri, tmp_path / "a")
+    try:
+        remote = client_for(url)
+        over_http = load_histories(remote, url, exp, remote.search_runs([exp]), cache=False)
+    finally:
+        stop_server(server)
+    pd.testing.assert_frame_equal(_sorted(over_http), _sorted(load_histories(client, uri, exp, _runs(client, exp), cache=False)))
