@@ -47,7 +47,7 @@ BAD = [
     (["--lr", "0"], "lr must be > 0, got 0.0"),
     (["--lr", "-1"], "lr must be > 0, got -1.0"),
     (["--epochs", "0"], "epochs must be >= 1, got 0"),
-    (["--method", "simple", "--m", "8"], r"unknown option\(s\) m .*allowed: lr, prompt_len, weight_decay"),
+    (["--method", "simple", "--m", "8"], r"unknown option\(s\) m .*allowed: init_from, lr, prompt_len, weight_decay"),
 ]
 
 
