@@ -181,7 +181,7 @@ def write_adapter(out: Path, prompt: torch.Tensor, backbone, card: str, overwrit
     return out
 
 
-def model_card(config: TrainConfig, backbone, n: int, score: float | None, run_id: str, folder_name: str) -> str:
+def model_card(config: TrainConfig, backbone, n: int, score: float | None, run_id: str, folder: str) -> str:
     """The folder's README: what the prompt is and the exact Python that uses it."""
     from superpos.tasks import get_task
 
@@ -227,7 +227,7 @@ def model_card(config: TrainConfig, backbone, n: int, score: float | None, run_i
             f"out = model.generate(input_ids=x.input_ids, attention_mask=x.attention_mask, max_new_tokens={budget}, do_sample=False)",
             "print(tok.decode(out[0], skip_special_tokens=True))  # one of the label texts above",
         ]
-    code = [load_base, "from peft import PeftModel", "", f'model = PeftModel.from_pretrained(base, "{folder_name}").eval()', *use]
+    code = [load_base, "from peft import PeftModel", "", f'model = PeftModel.from_pretrained(base, "{folder}").eval()', *use]
     return "\n".join([*head, "```python", *code, "```", ""])
 
 
@@ -258,11 +258,11 @@ def export_prompt(config: TrainConfig, tensors: dict, out, *, where: str, score=
     prompt = effective_prompt(tensors, where)
     check_out_dir(Path(out), overwrite)
     backbone = load_backbone(config.model, dropout=config.dropout, head=config.head, device="cpu")
-    card = model_card(config, backbone, prompt.shape[0], score, run_id, Path(out).name)
+    card = model_card(config, backbone, prompt.shape[0], score, run_id, str(out))
     return write_adapter(Path(out), prompt, backbone, card, overwrite)
 
 
 def export_run_dir(run_dir, out, overwrite: bool = False) -> Path:
     """``superpos export RUN_DIR --out FOLDER``."""
     config, tensors, _ = read_run_dir(run_dir)
-    return export_prompt(config, tensors, out, where=f"run directory {run_dir}", score=last_score(run_dir), overwrite=overwrite)
+    return export_prompt(config, tensors, out, where=f"run directory {run_dir}", score=last_score(run_dir), run_id=f"run directory {run_dir}", overwrite=overwrite)

@@ -64,7 +64,7 @@ def assert_peft_matches(folder: Path, trial, n: int) -> None:
 
 
 @pytest.mark.parametrize("method", list(EXPORTABLE))
-def test_exported_prompt_runs_in_peft_as_in_superpos(trained, tmp_path, method):
+def test_exported_prompt_runs_in_peft_as_in_superpos(trained, tmp_path, method, capsys):
     run_dir, trial = trained[method]
     folder = export_run_dir(run_dir, tmp_path / "adapter")
     config = json.loads((folder / ADAPTER_CONFIG_FILE).read_text())
@@ -77,8 +77,13 @@ def test_exported_prompt_runs_in_peft_as_in_superpos(trained, tmp_path, method):
     assert list(weights) == [PEFT_KEY] and weights[PEFT_KEY].dtype == torch.float32
     with torch.no_grad():
         assert torch.equal(weights[PEFT_KEY], trial.method.eval().prompt_matrix())
-    assert f"method: `{method}`" in (folder / "README.md").read_text()
+    card = (folder / "README.md").read_text()
+    assert f"method: `{method}`" in card
     assert_peft_matches(folder, trial, 10)
+    # the card's Python runs as written (tiny-t5 needs no hub) and prints one decoded generation
+    code = card.split("```python\n")[1].split("```")[0]
+    exec(compile(code, "README.md", "exec"), {})
+    assert capsys.readouterr().out.count("\n") == 1
 
 
 def test_round_trip_export_init_from_and_attempt_source(trained, tmp_path, tiny_t5):
