@@ -84,3 +84,43 @@ def test_tracking_server_bulk_endpoint_equals_the_sql_store(store, tmp_path, mon
     finally:
         stop_server(server)
     pd.testing.assert_frame_equal(_sorted(over_http), _sorted(load_histories(client, uri, exp, _runs(client, exp), cache=False)))
+
+
+class FakeClient:
+    """A store with neither SQL engine nor REST host: histories one call per run and key, counted."""
+
+    def __init__(self, histories):
+        from types import SimpleNamespace
+
+        self.histories, self.calls = histories, []
+        self._tracking_client = SimpleNamespace(store=object())
+
+    def get_metric_history(self, run_id, key):
+        from mlflow.entities import Metric
+
+        self.calls.append(run_id)
+        return [Metric(key, v, 1000 + s, s) for s, v in self.histories[run_id]]
+
+
+def _run(run_id, status, end_time):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(info=SimpleNamespace(run_id=run_id, status=status, end_time=end_time), data=SimpleNamespace(metrics={"score": 0.0}))
+
+
+def test_cache_keeps_ended_runs_and_rereads_running_ones(tmp_path, monkeypatch):
+    monkeypatch.setenv("SUPERPOS_CACHE", str(tmp_path))
+    client = FakeClient({"a": [(1, 0.5), (2, 0.6)], "b": [(1, 0.1)]})
+    runs = [_run("a", "FINISHED", 100), _run("b", "RUNNING", None)]
+    cold = load_histories(client, "uri", "1", runs)
+    assert sorted(client.calls) == ["a", "b"]
+    client.calls.clear()
+    client.histories["b"].append((2, 0.2))
+    warm = load_histories(client, "uri", "1", runs)
+    assert client.calls == ["b"]  # the running run is read again, the ended one comes from the cache
+    assert len(warm) == len(cold) + 1
+    pd.testing.assert_frame_equal(_sorted(warm), _sorted(load_histories(client, "uri", "1", runs, cache=False)))
+    client.calls.clear()
+    client.histories["a"].append((3, 0.7))  # resumed and ended again: a new end time
+    again = load_histories(client, "uri", "1", [_run("a", "FINISHED", 200), runs[1]])
+    assert sorted(client.calls) == ["a", "b"] and 3 in set(again.loc[again["run_id"] == "a", "step"])
