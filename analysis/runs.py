@@ -4,6 +4,7 @@ Reads the layout of docs/mlflow-layout.md (one parent run per sweep, one child r
 tags ``task``/``method``/``model``/``dropout``/``softmax``/``m``/``seed``/``sweep``/``status``,
 metrics logged at every evaluation with ``step`` = optimizer step). Works on any MLflow 3
 tracking URI (``sqlite:///mlflow.db`` or a tracking server) and on sweeps still running.
+Histories are read in bulk and ended runs' histories cached (analysis/history.py).
 
 Example::
 
@@ -24,6 +25,7 @@ import pandas as pd
 
 from analysis.environments import environment_key
 from superpos.environment import from_tags
+from analysis.history import load_histories
 from superpos.errors import ConfigError
 
 #: tags without which a trial cannot be placed in a table (docs/mlflow-layout.md, child run)
@@ -100,8 +102,8 @@ def load_experiment(tracking_uri: str, experiment: str) -> Experiment:
         raise ConfigError(f"no run of experiment {experiment!r} has the tags {', '.join(REQUIRED_TAGS)}:\n" + "\n".join(problems))
     runs["m"] = runs["m"].astype("Int64")
     runs = runs.sort_values(["model", "task", "method", "dropout", "m", "seed", "start_time"], na_position="first", ignore_index=True)
-    metric_keys = {r.info.run_id: list(r.data.metrics) for r in trials}
-    history = metric_histories(mlflow_client, {rid: metric_keys[rid] for rid in runs["run_id"]})
+    kept = set(runs["run_id"])
+    history = metric_histories(load_histories(mlflow_client, tracking_uri, exp.experiment_id, [r for r in trials if r.info.run_id in kept]))
     return Experiment(tracking_uri, experiment, exp.experiment_id, runs, history, problems)
 
 
@@ -154,16 +156,9 @@ def _sources(tags: dict, params: dict) -> str:
     return "" if value is None else ("none" if value in ("[]", "none") else "files")
 
 
-def metric_histories(mlflow_client, metric_keys: dict[str, list[str]]) -> pd.DataFrame:
-    """One row per (run_id, step), one column per metric; where a resumed trial logged a step
-    twice, the later value wins."""
-    records = [
-        (run_id, m.key, m.step, m.timestamp, m.value)
-        for run_id, keys in metric_keys.items()
-        for key in keys
-        for m in mlflow_client.get_metric_history(run_id, key)
-    ]
-    long = pd.DataFrame(records, columns=["run_id", "key", "step", "timestamp", "value"])
+def metric_histories(long: pd.DataFrame) -> pd.DataFrame:
+    """One row per (run_id, step), one column per metric, from the long records of
+    ``analysis.history.load_histories``; where a resumed trial logged a step twice, the later value wins."""
     long = long.sort_values("timestamp", kind="stable").drop_duplicates(["run_id", "key", "step"], keep="last")
     wide = long.pivot(index=["run_id", "step"], columns="key", values="value").reset_index()
     wide.columns.name = None

@@ -19,7 +19,7 @@ from superpos.errors import ConfigError
 SUBCOMMAND_MODULES = ("trainables.cli", "analysis.cli")
 
 #: CLI flag -> method option (only passed on when given)
-METHOD_FLAGS = ("prompt_len", "m", "softmax", "p_init", "bottleneck", "shared_mlp", "source_prompts", "temperature", "rank")
+METHOD_FLAGS = ("prompt_len", "m", "softmax", "p_init", "bottleneck", "shared_mlp", "source_prompts", "temperature", "rank", "init_from")
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -64,9 +64,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--p-init", default=None, help="superpos: normal, one_hot, uniform or zeros")
     g.add_argument("--bottleneck", type=int, default=None, help="residual (128) / attempt (G = 100)")
     g.add_argument("--shared-mlp", action=argparse.BooleanOptionalAction, default=None, help="residual: one MLP for all tokens")
-    g.add_argument("--source-prompts", nargs="+", default=None, help="attempt: source prompt .safetensors files (required), or 'none' to run without (not the paper's ATTEMPT)")
+    g.add_argument("--source-prompts", nargs="+", default=None, help="attempt: source prompt .safetensors files or PEFT adapter folders (required), or 'none' to run without (not the paper's ATTEMPT)")
     g.add_argument("--temperature", type=float, default=None, help="attempt: softmax temperature (default d*e)")
     g.add_argument("--rank", type=int, default=None, help="lowrank: rank b (10)")
+    g.add_argument("--init-from", default=None, metavar="ADAPTER_DIR", help="simple: start from a PEFT prompt-tuning adapter folder (superpos export)")
 
 
 def config_from_args(args: argparse.Namespace):

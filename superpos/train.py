@@ -403,7 +403,13 @@ class Trainer:
 
     @torch.no_grad()
     def _evaluate_split(self, trials: Sequence[Trial], split: EncodedSplit) -> list[dict]:
-        """Greedy generation (or class scoring) on one split, fused across trials."""
+        """Each trial's metrics on one split."""
+        return [metric_fns.compute(self.task.metrics, p, split.golds, split.groups) for p in self._predict_split(trials, split)]
+
+    @torch.no_grad()
+    def _predict_split(self, trials: Sequence[Trial], split: EncodedSplit) -> list[list]:
+        """Greedy generation (or class scoring) on one split, fused across trials: predictions per
+        trial (``superpos evaluate`` scores saved prompts through this path, superpos/evaluate.py)."""
         self.backbone.eval()
         for t in trials:
             t.method.eval()
@@ -426,7 +432,7 @@ class Trainer:
         self.backbone.train()
         for t in trials:
             t.method.train()
-        return [metric_fns.compute(self.task.metrics, p, split.golds, split.groups) for p in preds]
+        return preds
 
     def _record_evaluation(self, trial: Trial, scores: dict) -> dict:
         s = trial.state

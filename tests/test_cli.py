@@ -52,7 +52,7 @@ BAD = [
     (["--method", "attempt", "--temperature", "nan"], r"temperature must be a finite number > 0, got nan \(or unset for d\*e\)"),
     (["--epochs", "0"], "epochs must be >= 1, got 0"),
     (["--method", "attempt"], r"ATTEMPT needs source prompts.*source_prompts: none"),
-    (["--method", "simple", "--m", "8"], r"unknown option\(s\) m .*allowed: lr, prompt_len, sample_special_tokens, weight_decay"),
+    (["--method", "simple", "--m", "8"], r"unknown option\(s\) m .*allowed: init_from, lr, prompt_len, sample_special_tokens, weight_decay"),
 ]
 
 

@@ -178,7 +178,7 @@ def test_paper_defaults_per_method():
 
 
 def test_unknown_method_option_names_allowed_ones():
-    with pytest.raises(ConfigError, match=r"unknown option\(s\) m .*allowed: lr, prompt_len, sample_special_tokens, weight_decay"):
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) m .*allowed: init_from, lr, prompt_len, sample_special_tokens, weight_decay"):
         method_config("simple", {"m": 4})
 
 

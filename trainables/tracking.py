@@ -40,6 +40,10 @@ STEP_KEY = "score"
 NOT_METRICS = {"step", "status"}
 
 
+#: MLflow's experiment-kind tag and the value that opens its UI on the training-runs table
+EXPERIMENT_KIND_TAG, CUSTOM_MODEL_DEVELOPMENT = "mlflow.experimentKind", "custom_model_development"
+
+
 def client_for(uri: str):
     from mlflow.tracking import MlflowClient
 
@@ -54,7 +58,8 @@ def experiment_id(client, name: str, tracking_uri: str) -> str:
     location = None
     if tracking_uri.startswith("sqlite:///"):
         location = (Path(tracking_uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
-    return client.create_experiment(name, artifact_location=location)
+    # MLflow 3's UI opens an untagged experiment on its GenAI overview; this kind opens the runs table
+    return client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: CUSTOM_MODEL_DEVELOPMENT})
 
 
 def start_parent(tracking_uri: str, experiment: str, sweep: str, spec_file: str, tags: dict | None = None) -> str:

@@ -4,7 +4,7 @@ Trainable: the target prompt P_t (n x d, from n unique sampled real token embedd
 the attention module h = LayerNorm(W_up SiLU(W_down x)) with W_down (d -> G) and W_up
 (G -> d), both without bias, as the official code. Frozen: k source prompts loaded from
 safetensors files (key ``prompt``, shape (n, d): what a ``simple`` run exports as
-``prompt.safetensors``; a sweep spec can take them from another sweep's runs,
+``prompt.safetensors``) or PEFT prompt-tuning adapter folders (``superpos export``; a sweep spec can take them from another sweep's runs,
 trainables/chain.py).
 
 Without source prompts the attention runs over the target prompt alone (weight 1), the
@@ -29,6 +29,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from superpos.errors import ConfigError, check_finite
+from superpos.export import adapter_prompt, is_adapter_dir
 from superpos.methods.base import PromptMethod, SampledInitConfig
 
 
@@ -61,11 +62,14 @@ class AttemptConfig(SampledInitConfig):
                 f"({{sweep: NAME, tasks: [...]}}); write source_prompts: {NO_SOURCES} to run without them (not the paper's ATTEMPT)"
             )
         for path in self.source_prompts:
-            if not str(path).endswith(".safetensors"):
-                raise ConfigError(f"source prompt {path!r} is not a .safetensors file")
+            if not (str(path).endswith(".safetensors") or is_adapter_dir(path)):
+                raise ConfigError(f"source prompt {path!r} is neither a .safetensors file nor a PEFT prompt-tuning adapter folder")
 
 
 def load_source_prompt(path: str, n: int, d: int) -> torch.Tensor:
+    """Key ``prompt`` of a superpos prompt file, or the prompt of a PEFT prompt-tuning adapter folder."""
+    if is_adapter_dir(path):
+        return adapter_prompt(path, n, d)
     try:
         tensors = load_file(path)
     except FileNotFoundError:

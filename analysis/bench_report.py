@@ -1,0 +1,165 @@
+"""Benchmark (figures, not a test): how fast ``superpos report`` reads a big sweep back.
+
+    python -m analysis.bench_report [--runs 600] [--evaluations 80] [--workdir DIR] [--no-server] [--baseline]
+
+Writes a synthetic sweep in the documented layout (docs/mlflow-layout.md: one parent run, one
+child run per trial with the tags ``analysis/`` reads, 8 metrics logged at each of
+``--evaluations`` evaluations) into a sqlite store, then times ``analysis.runs.load_experiment``
+(reading runs and histories) and the whole ``build_report`` (tables, figures, HTML): on the
+sqlite store, and through a local ``mlflow server`` on that store (127.0.0.1, a free port);
+each cold (an empty history cache) and warm (the cache of the cold run). A store written
+before is reused when ``--workdir`` holds one with the same runs and evaluations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from unittest import mock
+
+from analysis import history
+
+TASKS = ("rte", "cb", "copa", "wic", "boolq", "mrpc", "stsb", "cola", "sst2", "qnli")
+METHODS = ("simple", "residual", "superpos", "lowrank", "full")
+MODELS = ("google/t5-small-lm-adapt", "google/t5-base-lm-adapt")
+EXPERIMENT = "bench"
+
+
+def write_sweep(uri: str, artifacts: Path, runs: int, evaluations: int) -> None:
+    import numpy as np
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, RunTag
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment(EXPERIMENT, artifact_location=artifacts.as_uri())
+    parent = client.create_run(exp, tags={"superpos.role": "sweep", "superpos.sweep": EXPERIMENT}, run_name=EXPERIMENT).info.run_id
+    cells = itertools.cycle(itertools.product(range(3), MODELS, METHODS, (True, False), TASKS))
+    rng = np.random.default_rng(0)
+    for i in range(runs):
+        seed, model, method, dropout, task = next(cells)
+        tags = {"mlflow.parentRunId": parent, "superpos.role": "trial", "superpos.trial_id": f"t{i}", "task": task, "method": method,
+                "model": model, "dropout": str(dropout).lower(), "softmax": "false", "m": "128" if method == "superpos" else "",
+                "seed": str(seed), "sweep": EXPERIMENT, "status": "finished"}
+        rid = client.create_run(exp, run_name=f"trial{i}").info.run_id
+        curve = np.maximum.accumulate(np.clip(0.5 + np.cumsum(rng.normal(0.004, 0.02, evaluations)), 0, 1))
+        metrics = []
+        for j in range(evaluations):
+            step, t = (j + 1) * 100, 1_700_000_000_000 + j
+            values = {"score": curve[j], "best_score": curve[: j + 1].max(), "accuracy": curve[j], "f1": curve[j] * 0.98,
+                      "train_loss": 1 / (j + 1), "epoch": j + 1.0, "examples": step * 32.0, "invalid_rate": 0.0}
+            metrics += [Metric(k, float(v), t, step) for k, v in values.items()]
+        for start in range(0, len(metrics), 1000):
+            client.log_batch(rid, metrics=metrics[start : start + 1000], tags=[RunTag(k, v) for k, v in tags.items()] if start == 0 else [])
+        client.set_terminated(rid, "FINISHED")
+    client.set_terminated(parent, "FINISHED")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(db_uri: str, artifacts: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", db_uri, "--default-artifact-root", artifacts.as_uri(),
+         "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited with {proc.returncode}") from None
+            time.sleep(0.5)
+    else:
+        stop_server(proc)
+        raise RuntimeError("mlflow server did not answer within 180 s")
+    from analysis.runs import client
+
+    for _ in range(8):  # each worker opens its store at its first call; a long-running server has done so
+        client(url).search_experiments()
+    return proc, url
+
+
+def timed(what: str, uri: str, out: Path) -> float:
+    """Seconds for ``load_experiment`` (reading runs and histories) or the whole ``build_report``."""
+    from analysis.report import build_report
+    from analysis.runs import load_experiment
+
+    start = time.perf_counter()
+    load_experiment(uri, EXPERIMENT) if what == "load_experiment" else build_report(uri, EXPERIMENT, out)
+    return time.perf_counter() - start
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    """The server and the workers and job runners it started (its own process group)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=20)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=600)
+    parser.add_argument("--evaluations", type=int, default=80)
+    parser.add_argument("--workdir", default=None, help="keep the store here (default: a temporary folder)")
+    parser.add_argument("--no-server", action="store_true", help="sqlite only")
+    parser.add_argument("--baseline", action="store_true", help="also time load_experiment with one history call per run and key, uncached (before analysis/history.py)")
+    args = parser.parse_args(argv)
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_report_"))
+    store = work / f"sweep_{args.runs}x{args.evaluations}"
+    store.mkdir(parents=True, exist_ok=True)
+    db, artifacts = f"sqlite:///{store / 'mlflow.db'}", store / "artifacts"
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    if not (store / "done").exists():
+        start = time.perf_counter()
+        write_sweep(db, artifacts, args.runs, args.evaluations)
+        (store / "done").write_text("")
+        print(f"wrote {args.runs} runs x {args.evaluations} evaluations x 8 metrics in {time.perf_counter() - start:.1f} s ({store})")
+    server, targets = None, [("sqlite", db)]
+    try:
+        if not args.no_server:
+            server, url = start_server(db, artifacts)
+            targets.append(("server", url))
+        print("store    what             baseline s  cold s  warm s")
+        for name, uri in targets:
+            for what in ("load_experiment", "report"):
+                baseline = "-"
+                if args.baseline and what == "load_experiment":
+                    with mock.patch.object(history, "fetch", history.fetch_one_by_one), mock.patch.dict(os.environ, {history.CACHE_ENV: "0"}):
+                        baseline = f"{timed(what, uri, work / 'report'):.1f}"
+                cache = work / f"cache_{name}_{what}"
+                shutil.rmtree(cache, ignore_errors=True)
+                os.environ["SUPERPOS_CACHE"] = str(cache)  # cold: an empty cache of its own; warm: what cold left
+                cold, warm = (timed(what, uri, work / "report") for _ in range(2))
+                print(f"{name:8} {what:16} {baseline:>10} {cold:7.1f} {warm:7.1f}", flush=True)
+    finally:
+        if server is not None:
+            stop_server(server)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
