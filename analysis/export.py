@@ -18,13 +18,15 @@ from analysis.runs import client, load_experiment
 from analysis.table1 import best_evaluations, main_variant
 from superpos.errors import ConfigError
 from superpos.export import NOT_EXPORTABLE, check_out_dir, export_prompt
-from superpos.run_dir import CONFIG_FILE, PROMPT_FILE
+from superpos.run_dir import BEST_PROMPT_FILE, CONFIG_FILE, PROMPT_FILE
 
 DROPOUT = {"on": True, "off": False}
 
 
 def download_run(tracking_uri: str, run_id: str, dest: Path) -> tuple:
-    """(config, prompt tensors, run) of an ended MLflow trial run; ConfigError naming what is missing."""
+    """(config, prompt tensors, run, score) of an ended MLflow trial run: its best evaluation's
+    prompt and score where it logged one (``best_prompt.safetensors``), else its last
+    (``superpos.export.saved_prompt``); ConfigError naming what is missing."""
     from mlflow.exceptions import MlflowException
     from safetensors.torch import load_file
 
@@ -38,19 +40,20 @@ def download_run(tracking_uri: str, run_id: str, dest: Path) -> tuple:
     if run.info.status != "FINISHED":
         raise ConfigError(f"MLflow run {run_id} is {run.info.status}; only FINISHED runs are exported or evaluated")
     names = {a.path for a in mlflow_client.list_artifacts(run_id)}
-    missing = [f for f in (CONFIG_FILE, PROMPT_FILE) if f not in names]
+    prompt, score_key = (BEST_PROMPT_FILE, "best_score") if BEST_PROMPT_FILE in names else (PROMPT_FILE, "score")
+    missing = [f for f in (CONFIG_FILE, prompt) if f not in names]
     if missing:
         raise ConfigError(f"MLflow run {run_id} has no artifact {', '.join(missing)}")
     config = TrainConfig.load(Path(mlflow_client.download_artifacts(run_id, CONFIG_FILE, str(dest))))
-    return config, load_file(mlflow_client.download_artifacts(run_id, PROMPT_FILE, str(dest))), run
+    return config, load_file(mlflow_client.download_artifacts(run_id, prompt, str(dest))), run, run.data.metrics.get(score_key)
 
 
 def export_run(tracking_uri: str, run_id: str, out, overwrite: bool = False) -> Path:
     """``superpos export --tracking-uri URI --run-id ID --out FOLDER``."""
     check_out_dir(Path(out), overwrite)
     with tempfile.TemporaryDirectory() as tmp:
-        config, tensors, run = download_run(tracking_uri, run_id, Path(tmp))
-    return export_prompt(config, tensors, out, where=f"MLflow run {run_id}", score=run.data.metrics.get("score"), run_id=run_id, overwrite=overwrite)
+        config, tensors, _, score = download_run(tracking_uri, run_id, Path(tmp))
+    return export_prompt(config, tensors, out, where=f"MLflow run {run_id}", score=score, run_id=run_id, overwrite=overwrite)
 
 
 def best_runs(tracking_uri: str, experiment: str):
@@ -106,6 +109,6 @@ def evaluate_run(tracking_uri: str, run_id: str, **kwargs) -> dict:
     from superpos.evaluate import evaluate
 
     with tempfile.TemporaryDirectory() as tmp:
-        config, _, run = download_run(tracking_uri, run_id, Path(tmp))
-        (Path(tmp) / "metrics.jsonl").write_text(json.dumps({"score": run.data.metrics.get("score")}) + "\n")
+        _, _, _, score = download_run(tracking_uri, run_id, Path(tmp))
+        (Path(tmp) / "metrics.jsonl").write_text(json.dumps({"score": score}) + "\n")
         return evaluate(tmp, **kwargs) | {"source": f"MLflow run {run_id}"}

@@ -39,7 +39,7 @@ from superpos.backbones import load_backbone
 from superpos.config import TrainConfig
 from superpos.data import encode_split
 from superpos.errors import ConfigError, DataError
-from superpos.export import effective_prompt, is_adapter_dir, last_score, read_adapter, read_run_dir
+from superpos.export import effective_prompt, is_adapter_dir, read_adapter, read_run_dir, saved_prompt
 from superpos.tasks import get_task
 from superpos.tasks.base import Example, Task
 from superpos.tasks.readers import read_jsonl, read_parquet, read_tsv
@@ -113,7 +113,7 @@ def prompt_source(source, task: str | None = None, model: str | None = None, tem
     if data_dir:
         config = dataclasses.replace(config, data_dir=data_dir)
     head = {k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")}
-    return config, effective_prompt(tensors, str(source)), head or None, last_score(source)
+    return config, effective_prompt(tensors, str(source)), head or None, saved_prompt(source)[1]
 
 
 def validation_examples(config: TrainConfig) -> Examples:

@@ -43,7 +43,7 @@ from safetensors.torch import load_file, save_file
 from superpos.backbones.encoder import EncoderBackbone
 from superpos.config import TrainConfig
 from superpos.errors import ConfigError
-from superpos.run_dir import CONFIG_FILE, METRICS_FILE, PROMPT_FILE, RESULT_FILE
+from superpos.run_dir import BEST_PROMPT_FILE, CONFIG_FILE, METRICS_FILE, PROMPT_FILE, RESULT_FILE
 
 ADAPTER_CONFIG_FILE = "adapter_config.json"
 ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
@@ -232,22 +232,28 @@ def model_card(config: TrainConfig, backbone, n: int, score: float | None, run_i
 
 
 # -- a run directory ----------------------------------------------------------------------
-def read_run_dir(run_dir) -> tuple[TrainConfig, dict, dict]:
-    """A finished run's config, prompt tensors and result; ConfigError if it is no such run."""
+def saved_prompt(run_dir) -> tuple[Path, float | None]:
+    """The prompt file that export and evaluate use, and the validation score it was evaluated
+    at: the best evaluation's (``best_prompt.safetensors``: the run's reported score) where the
+    run kept one, else the last evaluation's (``prompt.safetensors``; full fine-tuning)."""
     run_dir = Path(run_dir)
-    missing = [f for f in (CONFIG_FILE, PROMPT_FILE) if not (run_dir / f).is_file()]
+    path = run_dir / METRICS_FILE
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    if (run_dir / BEST_PROMPT_FILE).is_file():
+        return run_dir / BEST_PROMPT_FILE, max((line["score"] for line in lines), default=None)
+    return run_dir / PROMPT_FILE, lines[-1].get("score") if lines else None
+
+
+def read_run_dir(run_dir) -> tuple[TrainConfig, dict, dict]:
+    """A finished run's config, saved prompt tensors (``saved_prompt``) and result; ConfigError if it is no such run."""
+    run_dir = Path(run_dir)
+    prompt = saved_prompt(run_dir)[0]
+    missing = [f.name for f in (run_dir / CONFIG_FILE, prompt) if not f.is_file()]
     if missing:
         raise ConfigError(f"{run_dir} is not a finished superpos run directory (no {', '.join(missing)})")
     config = TrainConfig.load(run_dir / CONFIG_FILE)
     result = json.loads((run_dir / RESULT_FILE).read_text()) if (run_dir / RESULT_FILE).is_file() else {}
-    return config, load_file(run_dir / PROMPT_FILE), result
-
-
-def last_score(run_dir) -> float | None:
-    """The score of the run's last evaluation: the one its saved prompt was evaluated at."""
-    path = Path(run_dir) / METRICS_FILE
-    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
-    return lines[-1].get("score") if lines else None
+    return config, load_file(prompt), result
 
 
 def export_prompt(config: TrainConfig, tensors: dict, out, *, where: str, score=None, run_id: str = "", overwrite: bool = False) -> Path:
@@ -265,4 +271,4 @@ def export_prompt(config: TrainConfig, tensors: dict, out, *, where: str, score=
 def export_run_dir(run_dir, out, overwrite: bool = False) -> Path:
     """``superpos export RUN_DIR --out FOLDER``."""
     config, tensors, _ = read_run_dir(run_dir)
-    return export_prompt(config, tensors, out, where=f"run directory {run_dir}", score=last_score(run_dir), run_id=f"run directory {run_dir}", overwrite=overwrite)
+    return export_prompt(config, tensors, out, where=f"run directory {run_dir}", score=saved_prompt(run_dir)[1], run_id=f"run directory {run_dir}", overwrite=overwrite)

@@ -37,11 +37,14 @@ RESULT_FILE = "result.json"
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_FILE = "state.pt"
 ENVIRONMENT_FILE = "environment.json"
+#: the trained tensors at the best validation evaluation, the one the reported score comes from
+#: (what export and evaluate use); full fine-tuning keeps none (a whole model per improvement)
+BEST_PROMPT_FILE = "best_prompt.safetensors"
 #: the checkpoint before the latest, kept until a newer one is written and read back
 PREVIOUS_CHECKPOINT_FILE = "state.prev.pt"
 CHECKPOINT_TMP_FILE = "state.tmp"
 #: every file a run writes: what makes a directory a run, and all that --overwrite removes
-RUN_FILES = (CONFIG_FILE, METRICS_FILE, PROMPT_FILE, RESULT_FILE, ENVIRONMENT_FILE, CHECKPOINT_DIR)
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, PROMPT_FILE, BEST_PROMPT_FILE, RESULT_FILE, ENVIRONMENT_FILE, CHECKPOINT_DIR)
 CHECKPOINT_FILES = (CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE, CHECKPOINT_TMP_FILE)
 
 

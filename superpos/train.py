@@ -52,7 +52,7 @@ from superpos.errors import ConfigError
 from superpos.methods import build_method, check_vocabulary
 from superpos.methods.base import PromptMethod
 from superpos.determinism import make_deterministic
-from superpos.run_dir import CHECKPOINT_DIR, CHECKPOINT_FILE, CONFIG_FILE, ENVIRONMENT_FILE, METRICS_FILE, PROMPT_FILE, RESULT_FILE, clear_run, prepare_out_dir, read_checkpoint, save_prompt, write_checkpoint
+from superpos.run_dir import BEST_PROMPT_FILE, CHECKPOINT_DIR, CHECKPOINT_FILE, CONFIG_FILE, ENVIRONMENT_FILE, METRICS_FILE, PROMPT_FILE, RESULT_FILE, clear_run, prepare_out_dir, read_checkpoint, save_prompt, write_checkpoint
 from superpos.tasks import get_task
 from superpos.tasks.splits import load_splits
 
@@ -456,6 +456,8 @@ class Trainer:
         if trial.out_dir:
             with open(trial.out_dir / METRICS_FILE, "a") as f:
                 f.write(json.dumps(record) + "\n")
+            if improved and not trial.method.trains_backbone:
+                save_prompt(trial, trial.out_dir / BEST_PROMPT_FILE)
         self.save_checkpoint(trial)
         for cb in self.callbacks:
             cb.on_evaluation(trial, record)

@@ -13,7 +13,7 @@ from superpos.config import TrainConfig
 from superpos.errors import ConfigError
 from superpos.evaluate import evaluate
 from superpos.export import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, PEFT_KEY, export_run_dir, read_adapter
-from superpos.train import run_group
+from superpos.train import run, run_group
 
 peft = pytest.importorskip("peft")
 
@@ -314,3 +314,17 @@ def test_cli_export_and_evaluate(trained, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["task"] == "cb"
     assert main(["evaluate", str(tmp_path / "a")]) == 2
     assert "pass --task" in capsys.readouterr().err
+
+
+def test_export_and_evaluate_use_the_best_evaluations_prompt(fixture_data_dir, tmp_path):
+    """The reported score is the best evaluation's: the run keeps that evaluation's prompt
+    (best_prompt.safetensors), and evaluate on it, or on its export, reproduces that score
+    exactly, though a later evaluation scored lower (MiniLM, lr 0.3: best at the second of five)."""
+    run_dir = tmp_path / "run"
+    config = TrainConfig(task="cb", method="simple", model="minilm", data_dir=str(fixture_data_dir), epochs=5, batch_size=4, eval_batch_size=8, dropout=False, device="cpu", lr=0.3)
+    run(config, run_dir, progress=False)
+    scores = [json.loads(line)["score"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert scores[-1] < max(scores)  # the case this test is about
+    assert evaluate(run_dir)["score"] == max(scores)
+    folder = export_run_dir(run_dir, tmp_path / "adapter")
+    assert evaluate(folder, task="cb", model="minilm", data_dir=str(fixture_data_dir))["score"] == max(scores)

@@ -26,7 +26,7 @@ from pathlib import Path
 from ray import tune
 
 from superpos.environment import as_tags
-from superpos.run_dir import CONFIG_FILE, ENVIRONMENT_FILE, METRICS_FILE, PROMPT_FILE, RESULT_FILE
+from superpos.run_dir import BEST_PROMPT_FILE, CONFIG_FILE, ENVIRONMENT_FILE, METRICS_FILE, PROMPT_FILE, RESULT_FILE
 
 from trainables.chain import source_tags
 from trainables.spec import Member
@@ -209,7 +209,7 @@ class SweepLogger(tune.Callback):
                             self.client.set_tag(run_id, "superpos.error", result.get("message", "")[:5000])
                     elif default_status == "stopped":
                         (d / RESULT_FILE).write_text(json.dumps(stopped_result(records, d / PROMPT_FILE), indent=2) + "\n")
-                    for name in (PROMPT_FILE, CONFIG_FILE, RESULT_FILE, ENVIRONMENT_FILE):
+                    for name in (PROMPT_FILE, BEST_PROMPT_FILE, CONFIG_FILE, RESULT_FILE, ENVIRONMENT_FILE):
                         if (d / name).exists():
                             self.client.log_artifact(run_id, str(d / name))
                     if (d / ENVIRONMENT_FILE).exists():  # where the trial ran, not the driver's
