@@ -119,12 +119,14 @@ def source_prompt_files(tmp_path, k=2, n=10, d=64):
     return paths
 
 
-def assert_same_run(a, b, atol=1e-5):
-    """Same exported tensors (to atol) and the same metric lines, as many of them."""
+def assert_same_run(a, b, atol=1e-5, rtol=1e-4):
+    """Same exported tensors (to fp32 round-off: on 2 threads a fused batch's matmuls reduce in
+    another order, and ATTEMPT's lr 0.3 grows that to ~3e-5 relative in 8 steps) and the same
+    metric lines, as many of them."""
     fused, solo = prompt_of(a), prompt_of(b)
     assert fused.keys() == solo.keys()
     for key in fused:
-        assert torch.allclose(fused[key].float(), solo[key].float(), atol=atol), key
+        assert torch.allclose(fused[key].float(), solo[key].float(), atol=atol, rtol=rtol), key
     fused_lines = (a / "metrics.jsonl").read_text().splitlines()
     solo_lines = (b / "metrics.jsonl").read_text().splitlines()
     assert len(fused_lines) == len(solo_lines) > 0
@@ -156,7 +158,7 @@ def test_fused_trials_with_dropout_on_are_reproducible_but_not_their_solo_runs(d
         run_group(configs, [tmp_path / f"{name}{k}" for k in range(2)], progress=False)
     run(configs[1], tmp_path / "solo1", progress=False)
     for k in range(2):
-        assert_same_run(tmp_path / f"fused{k}", tmp_path / f"again{k}", atol=0)
+        assert_same_run(tmp_path / f"fused{k}", tmp_path / f"again{k}", atol=0, rtol=0)
     assert not torch.allclose(prompt_of(tmp_path / "fused1")["prompt"], prompt_of(tmp_path / "solo1")["prompt"], atol=1e-5)
 
 
