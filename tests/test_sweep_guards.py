@@ -97,6 +97,13 @@ def test_search_m_space_beyond_the_vocabulary_is_refused(tmp_path, fixture_data_
     assert "key 'space.m': m = 65536 exceeds the vocabulary" in capsys.readouterr().err
 
 
+def test_search_lr_space_with_a_non_positive_value_is_refused(tmp_path, fixture_data_dir, capsys):
+    spec = write_spec(tmp_path, search="optuna", space={"lr": {"uniform": [-1, 1]}}, num_samples=2)
+    assert main(["search", spec, "--data-dir", str(fixture_data_dir)]) == 2
+    assert "lr must be a finite number > 0, got -1" in capsys.readouterr().err
+    assert not (tmp_path / "ray").exists()
+
+
 def test_search_grace_period_beyond_epochs_names_both_flags(tmp_path, fixture_data_dir, capsys):
     args = ["search", "--task", "cb", "--epochs", "3", "--num-samples", "2", "--storage-path", str(tmp_path / "ray"),
             "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--data-dir", str(fixture_data_dir)]

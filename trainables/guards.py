@@ -4,7 +4,7 @@ change between retries are refused here, once, instead of failing every Ray tria
 
 * ``check_name``: a spec's ``name`` and ``experiment`` become path components under the storage
   path (and MLflow names): a safe character set, no separators, no ``..``.
-* ``check_trials``: every trial's lr is finite and positive, and SuperPos' m fits the model's
+* ``check_trials``: SuperPos' m (also a searched m's upper bound) fits the model's
   real vocabulary (read from its tokenizer and config only, never its weights).
 * ``check_scheduler``: ASHA's grace period fits the epochs (Ray's own check is an assertion).
 * ``check_size``: grids above ``CONFIRM_ABOVE`` trials need ``--yes``.
@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import re
 import sys
 
@@ -53,11 +52,9 @@ def vocab_size(model: str) -> int | None:
 
 
 def check_trials(configs, where: str, space: dict | None = None) -> None:
-    """lr finite and > 0; m within 1..vocabulary (also the upper bound of a searched m)."""
+    """m within 1..vocabulary (also the upper bound of a searched m), from the tokenizer alone.
+    lr, also a searched one's bounds, is checked with each (probe) config: MethodConfig.validate."""
     for c in configs:
-        for lr in space["lr"].args if space and "lr" in space else [c.lr]:
-            if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-                raise ConfigError(f"{where}: key 'lr' must be a finite number > 0, got {lr!r} (task {c.task}, method {c.method})")
         if c.method != "superpos":
             continue
         m = max(space["m"].args) if space and "m" in space else c.method_options.get("m")
