@@ -129,9 +129,11 @@ def test_driver_sigint_then_sigkill_then_resume(data_dir, tmp_path):
     proc.send_signal(signal.SIGINT)  # Ctrl-C: Tune saves its state and stops
     assert finish(proc, 120) != 0
 
-    n = len(checkpoints(tmp_path, "driver"))
+    # Tune keeps 2 checkpoints a trial (num_to_keep): a new one replaces an old one, so
+    # progress after the resume shows as a checkpoint not seen before, not as a larger count
+    before = set(checkpoints(tmp_path, "driver"))
     proc = start(sweep_cmd(spec, data_dir, "--resume"), tmp_path, "run2.log")
-    wait_for(lambda: len(checkpoints(tmp_path, "driver")) > n, 180, "a checkpoint after resume")
+    wait_for(lambda: set(checkpoints(tmp_path, "driver")) - before, 180, "a checkpoint after resume")
     proc.send_signal(signal.SIGKILL)  # no chance to save anything
     finish(proc, 60)
 
