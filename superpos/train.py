@@ -48,10 +48,10 @@ from superpos.backbones.base import TrialRows
 from superpos.config import TrainConfig
 from superpos.cpu_allocator import retain_freed_memory
 from superpos.data import Batch, EncodedSplit, collate, encode_split
+from superpos.determinism import make_deterministic
 from superpos.errors import ConfigError
 from superpos.methods import build_method, check_vocabulary
 from superpos.methods.base import PromptMethod
-from superpos.determinism import make_deterministic
 from superpos.run_dir import BEST_PROMPT_FILE, CHECKPOINT_DIR, CHECKPOINT_FILE, CONFIG_FILE, ENVIRONMENT_FILE, METRICS_FILE, PROMPT_FILE, RESULT_FILE, clear_run, prepare_out_dir, read_checkpoint, save_prompt, write_checkpoint
 from superpos.tasks import get_task
 from superpos.tasks.splits import load_splits
