@@ -7,7 +7,7 @@ DATA_DIR ?= ../shared/data
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test lock
+.PHONY: install demo test lock soak
 
 # the copy of the lock in the venv marks it as installed from that lock (tests/test_environment.py)
 LOCK := requirements.lock
@@ -37,5 +37,16 @@ demo: install
 		--tracking-uri $(DEMO_DB) $(if $(wildcard $(DEMO)/ray_results/demo_minilm/superpos_sweep.json),--resume)
 	$(BIN)/superpos report --tracking-uri $(DEMO_DB) --experiment superpos-demo-minilm --out $(DEMO)/report
 
+# two pytest workers, a test file each at a time (module fixtures stay whole): most of the
+# long tests wait on processes, servers and fault holds rather than compute
+WORKERS ?= 2
 test: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(WORKERS) --dist loadfile
+
+# the chaos soak (docs/reliability.md): a 48-trial sweep on a local 3-node Ray cluster, an MLflow
+# server and S3 (moto), under a seeded fault every 1-4 minutes for MINUTES; then superpos audit and
+# a bit-for-bit comparison with the fault-free run. Figures in runs/soak-MINUTES/report.json
+MINUTES ?= 60
+SEED ?= 0
+soak: install
+	cd tests && $(abspath $(BIN))/python -m soak --minutes $(MINUTES) --seed $(SEED) --work $(abspath runs/soak-$(MINUTES)) --data-dir $(abspath $(DATA_DIR))

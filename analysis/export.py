@@ -16,8 +16,9 @@ from pathlib import Path
 
 from analysis.runs import client, load_experiment
 from analysis.table1 import best_evaluations, main_variant
+from superpos.adapter import check_out_dir
 from superpos.errors import ConfigError
-from superpos.export import NOT_EXPORTABLE, check_out_dir, export_prompt
+from superpos.export import NOT_EXPORTABLE, export_prompt
 from superpos.run_dir import BEST_PROMPT_FILE, CONFIG_FILE, PROMPT_FILE
 
 DROPOUT = {"on": True, "off": False}
@@ -26,7 +27,7 @@ DROPOUT = {"on": True, "off": False}
 def download_run(tracking_uri: str, run_id: str, dest: Path) -> tuple:
     """(config, prompt tensors, run, score) of an ended MLflow trial run: its best evaluation's
     prompt and score where it logged one (``best_prompt.safetensors``), else its last
-    (``superpos.export.saved_prompt``); ConfigError naming what is missing."""
+    (``superpos.run_dir.saved_prompt``); ConfigError naming what is missing."""
     from mlflow.exceptions import MlflowException
     from safetensors.torch import load_file
 

@@ -15,7 +15,7 @@ import pandas as pd
 _LATEX = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
     "~": r"\textasciitilde{}", "^": r"\^{}", "±": r"$\pm$", "†": r"$^\dagger$", "–": "--", "✓": r"\checkmark",
-    "✗": r"$\times$", "ρ": r"$\rho$", "≥": r"$\geq$",
+    "✗": r"$\times$", "ρ": r"$\rho$", "≥": r"$\geq$", "Δ": r"$\Delta$", ">": r"$>$", "<": r"$<$",
 }
 
 

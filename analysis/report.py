@@ -5,6 +5,8 @@
 - ``table1.{csv,md,tex}`` (formatted) and ``table1_values.csv`` (tidy numbers, percent)
 - ``table2.{csv,md,tex}`` and ``table2_values.csv``
 - ``convergence.{csv,md,tex}`` and ``convergence_runs.csv`` (one row per run)
+- ``claims.{csv,md,tex}`` and ``claims_values.csv``: the paper's comparisons with paired
+  bootstrap intervals, per task and averaged (analysis/claims.py)
 - ``table3.{csv,md,tex}`` when the experiment has softmax or original-T5 SuperPos runs, and
   ``inputs.{csv,md,tex}`` (inputs over the length limit per task and split)
 - ``fig2{a,b,c,d}_<model>.{png,pdf}`` per model
@@ -26,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.caveats import attempt_without_sources, inputs_table
+from analysis.claims import claims_table, claims_values
 from analysis.convergence import convergence_per_run, convergence_table
 from analysis.environments import environments
 from analysis.figures import PANELS, FigureFile
@@ -45,6 +48,11 @@ CAPTIONS = {
               "over all rows of all models (ATTEMPT excluded), ×100; mean±population std over tasks.",
     "convergence": "Convergence: optimizer steps and epochs until a run first reaches 90% / 95% of its best validation "
                    "score; mean±std over the runs (tasks and seeds) of each row, at each method's Table 1 setting.",
+    "claims": "Claims: the paper's comparisons, row A minus row B in Table 1 score (points) or in optimizer steps to 90% of "
+              "the best score, paired by task and seed; 95% interval from a seeded paired bootstrap over seeds (per task) and over "
+              "tasks and seeds (Avg.); a task holds the claim when its interval lies wholly on the claimed side of 0, is reversed "
+              "when wholly on the other, within otherwise; 1 seed = no interval (not enough runs); Paper Δ = the same difference "
+              "of the paper's Table 1/3 averages (analysis/claims.py, analysis/bootstrap.py for the intervals' coverage).",
     "environment": "Environment: versions and hardware recorded by the runs behind Table 1, Table 2 and convergence "
                    "(env.* tags, superpos env); one column per distinct environment; – = not recorded.",
     "table3": "Table 3 (appendix A.1, A.2): SuperPos PT without dropout on the original T5 Base and on T5v1.1 LM-adapted, "
@@ -122,6 +130,13 @@ def _tables(report: Report, best: pd.DataFrame, exp: Experiment) -> None:
     per_run.to_csv(out / "convergence_runs.csv", index=False)
     report.files.append(out / "convergence_runs.csv")
     _add_table(report, "convergence", convergence_table(per_run[per_run["run_id"].isin(best["run_id"])]))
+    values = claims_values(exp.runs, exp.history, per_run)
+    values.to_csv(out / "claims_values.csv", index=False)
+    report.files.append(out / "claims_values.csv")
+    if values.empty:
+        report.problems.append("Claims: no comparison has runs on both sides (e.g. SuperPos and another method of one model)")
+    else:
+        _add_table(report, "claims", claims_table(values))
     table, mixed = environments(exp.runs[exp.runs["run_id"].isin(best["run_id"])], "Table 1, Table 2, convergence")
     _add_table(report, "environment", table)
     report.problems += [mixed] if mixed else []

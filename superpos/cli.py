@@ -7,12 +7,14 @@ import them when they run, so ``superpos train`` works on a bare GPU box.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
 import sys
 from pathlib import Path
 
-from superpos.errors import ConfigError
+from superpos import portable_cpu
+from superpos.errors import ConfigError, WriteError
 
 #: modules that add subcommands with a ``register(subparsers)`` function; they import Ray,
 #: MLflow or Optuna only when their subcommand runs
@@ -56,7 +58,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--forward", default="hf", help="T5 forward: hf (Hugging Face) or fast (functional, compiled on CUDA; same results)")
     p.add_argument("--evaluation", default="generate", help="seq2seq and causal LMs: generate (greedy, the paper's) or rank (score each label text; not the paper's)")
-    p.add_argument("--deterministic", action="store_true", help="deterministic kernels (CUDA: slower; see superpos/determinism.py)")
+    p.add_argument("--deterministic", action="store_true", help="deterministic kernels (CUDA: slower; see superpos/determinism.py); on CPU also the portable CPU mode (superpos/portable_cpu.py)")
     g = p.add_argument_group("method options (only for the methods that have them)")
     g.add_argument("--prompt-len", type=int, default=None, help="number of prompt tokens n (paper: 10)")
     g.add_argument("--m", type=int, default=None, help="superpos: sampled tokens per superposition (paper: 128)")
@@ -116,16 +118,16 @@ def train(args: argparse.Namespace) -> int:
 
 
 def bench(args: argparse.Namespace) -> int:
-    """Throughput benchmarks (superpos/bench.py; the last printed line is the summary), or
-    with --gpu-check the one-shot CUDA check (superpos/gpu_check.py; exit 1 if an item failed)."""
+    """Throughput benchmarks (superpos/bench/throughput.py; the last printed line is the summary), or
+    with --gpu-check the one-shot CUDA check (superpos/bench/gpu_check.py; exit 1 if an item failed)."""
     if args.gpu_check:
-        from superpos import gpu_check
+        from superpos.bench import gpu_check
 
         if not args.out:
             raise ConfigError("--gpu-check needs --out DIR (the folder that receives every result)")
         result = gpu_check.run(args.out, dry_run=args.dry_run)
         return int(any(item["status"] == "FAIL" for item in result["items"].values()))
-    from superpos.bench import run
+    from superpos.bench.throughput import run
 
     run(args.device, args.sizes, args.steps, args.warmup, args.out)
     return 0
@@ -148,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=train)
-    from superpos.bench import add_arguments as add_bench_arguments
+    from superpos.bench.options import add_arguments as add_bench_arguments
 
     p = sub.add_parser("bench", help="training and evaluation throughput benchmarks (not tests)")
     add_bench_arguments(p)
@@ -161,7 +163,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def deterministic_cpu_training(argv: list[str]) -> bool:
+    """``superpos train --deterministic`` not on ``--device cuda``: the portable CPU mode's default."""
+    device = next((a.split("=", 1)[1] for a in argv if a.startswith("--device=")), None)
+    if "--device" in argv[:-1]:
+        device = argv[argv.index("--device") + 1]
+    return argv[:1] == ["train"] and "--deterministic" in argv and device != "cuda"
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:  # before anything imports torch: the kernels' settings are read when torch loads
+        portable_cpu.prepare(deterministic_cpu_training(argv))
+    except ConfigError as e:
+        print(f"superpos: error: {e}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -169,6 +185,15 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"superpos {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except WriteError as e:
+        print(f"superpos {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        print(f"superpos {args.command}: error: no space left on the disk writing {e.filename or 'a file'}; free space, then run the same command again "
+              "(a run resumes from its last checkpoint)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -14,12 +14,17 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from superpos.backbones import check_model_name
+from superpos.backbones.seq2seq import EVALUATIONS
 from superpos.errors import ConfigError, choose
+from superpos.methods import MethodConfig, method_config
 from superpos.settings import default_data_dir
+from superpos.tasks import TEMPLATES, get_task
+from superpos.tasks.sources import SOURCES
+from superpos.tasks.splits import SPLITS
 
 SCHEDULES = ("constant", "linear")
 DEVICES = ("auto", "cpu", "cuda")
-SPLITS = ("paper", "heldout")  # methods.md section 5; see superpos.tasks.splits
 FORWARDS = ("hf", "fast")  # see superpos.backbones.fast_t5
 
 
@@ -72,12 +77,6 @@ class TrainConfig:
     # -- validation ---------------------------------------------------------------------
     def validate(self, where: str = "config") -> "TrainConfig":
         """Check every value that can be checked without loading the model or data."""
-        from superpos.backbones import check_model_name
-        from superpos.backbones.seq2seq import EVALUATIONS
-        from superpos.methods import method_config
-        from superpos.tasks import TEMPLATES, get_task
-        from superpos.tasks.sources import SOURCES
-
         get_task(self.task, where)
         method_config(self.method, self._method_options(), f"{where}: method options of {self.method}")
         check_model_name(self.model, where)
@@ -111,9 +110,7 @@ class TrainConfig:
             opts["weight_decay"] = self.weight_decay
         return opts
 
-    def method_config(self):
-        from superpos.methods import method_config
-
+    def method_config(self) -> MethodConfig:
         return method_config(self.method, self._method_options())
 
     def resolve(self) -> "TrainConfig":
@@ -121,7 +118,9 @@ class TrainConfig:
         self.validate()
         mc = asdict(self.method_config())
         lr, wd = mc.pop("lr"), mc.pop("weight_decay")
-        return dataclasses.replace(self, lr=lr, weight_decay=wd, data_dir=str(Path(self.data_dir)), method_options=mc)
+        # a gs:// or s3:// data dir stays a URI (Path would fold its "//"); the sweep's nodes fetch from it
+        data_dir = self.data_dir if "://" in self.data_dir else str(Path(self.data_dir))
+        return dataclasses.replace(self, lr=lr, weight_decay=wd, data_dir=data_dir, method_options=mc)
 
     # -- views --------------------------------------------------------------------------
     def to_dict(self) -> dict:

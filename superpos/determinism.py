@@ -6,8 +6,10 @@ What is deterministic without the option:
   masks (seeded generators) and the kernels, which use no atomics. Two runs of the same
   config in fresh processes give bit-identical prompts (tests/test_determinism.py), on the
   same CPU model and with the same package versions (``environment.json``). Another CPU
-  (other SIMD paths in oneDNN / MKL, e.g. Intel vs AMD) or other torch/transformers versions
-  may change the last bits, and over many steps the scores.
+  (PyTorch's AVX-512 vs AVX2 kernels, MKL's code paths, Intel's vs others' dropout sampler)
+  or other torch/transformers versions change the last bits, and over many steps the scores.
+  On CPU, ``deterministic: true`` also runs the portable CPU mode (superpos/portable_cpu.py):
+  the same bits on any x86-64 CPU with AVX2.
 
 What is not, on CUDA, without the option: cuBLAS may pick split-K reductions whose order
 depends on its workspace, cuDNN benchmarks and picks algorithms per run, and the backward of
@@ -24,7 +26,7 @@ required for deterministic cuBLAS on CUDA >= 10.2), ``torch.backends.cudnn.deter
 and ``torch.backends.cudnn.benchmark = False``. Then repeated runs on the same card, driver,
 CUDA/cuDNN and package versions give the same bits (slower: deterministic index backward and
 attention). Other GPU models, other CUDA or cuDNN versions and bf16 vs fp32 still change results;
-``environment.json`` records all of them. Not verified on a GPU yet (the GPU check, superpos/gpu_check.py,
+``environment.json`` records all of them. Not verified on a GPU yet (the GPU check, superpos/bench/gpu_check.py,
 compares two deterministic CUDA training runs bit for bit).
 """
 

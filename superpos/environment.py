@@ -13,7 +13,10 @@ they map one to one onto tags): ``python``, one per ``PACKAGES`` entry, ``cuda``
 ``cpu``), ``cpu`` (the CPU model, /proc/cpuinfo or ``platform``), ``platform``, ``superpos``
 (package version), ``git_commit`` / ``git_dirty`` (of the checkout superpos is imported from;
 ``None`` without git or outside a checkout), ``lock_sha256`` (of ``requirements.lock`` beside the
-package; ``None`` where there is none).
+package; ``None`` where there is none), and the CPU kernels' settings (``superpos.portable_cpu``):
+``cpu_portable`` (the portable CPU mode was on), ``cpu_capability`` (PyTorch's kernels: AVX2,
+AVX512, DEFAULT, ...), ``cpu_threads`` (intra-op threads), ``mkl_cbwr`` (MKL's reproducibility
+branch: OFF, AUTO, COMPATIBLE; ``None`` where not visible) and ``onednn_max_cpu_isa``.
 
 ``python -m superpos.environment lock REPORT`` turns a ``pip install --dry-run --report`` into
 the lock file (``make lock``); it uses only the standard library, so any python3 can run it.
@@ -25,10 +28,13 @@ import functools
 import hashlib
 import json
 import platform
+import re
 import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
+
+from superpos import portable_cpu
 
 #: distributions whose versions every run records
 PACKAGES = ("torch", "transformers", "tokenizers", "peft", "ray", "mlflow", "numpy", "datasets")
@@ -78,7 +84,7 @@ def accelerator() -> dict:
     cuda = torch.cuda.is_available()
     return {
         "cuda": torch.version.cuda,
-        "cudnn": str(torch.backends.cudnn.version()) if cuda and torch.backends.cudnn.is_available() else None,
+        "cudnn": torch.backends.cudnn.version() if cuda and torch.backends.cudnn.is_available() else None,
         "device": torch.cuda.get_device_name() if cuda else "cpu",
     }
 
@@ -94,6 +100,7 @@ def collect() -> dict:
         **{name: package_version(name) for name in PACKAGES},
         **accelerator(),
         "cpu": cpu_model(),
+        **portable_cpu.state(),
         "platform": platform.platform(),
         "superpos": __version__,
         "git_commit": commit,
@@ -111,10 +118,16 @@ def as_tags(env: dict) -> dict[str, str]:
     return {TAG_PREFIX + k: v if isinstance(v, str) else json.dumps(v) for k, v in env.items()}
 
 
+_JSON_SCALAR = re.compile(r"null|true|false|-?[1-9][0-9]*|0")
+
+
 def from_tags(tags: dict[str, str]) -> dict:
-    """The environment held in a run's ``env.*`` tags (the inverse of ``as_tags``); {} if none."""
-    return {tag[len(TAG_PREFIX):]: json.loads(value) if value in ("null", "true", "false") else value
+    """The environment held in a run's ``env.*`` tags (the inverse of ``as_tags``); {} if none.
+    Every non-string value of ``collect`` is null, a boolean or an integer (``cpu_threads``,
+    ``cudnn``), and no string value reads as one, so those three are decoded and the rest kept."""
+    return {tag[len(TAG_PREFIX):]: json.loads(value) if _JSON_SCALAR.fullmatch(value) else value
             for tag, value in tags.items() if tag.startswith(TAG_PREFIX)}
+
 
 
 def format_env(env: dict) -> str:

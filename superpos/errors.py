@@ -7,6 +7,11 @@ class ConfigError(ValueError):
     """Bad user input. The message names the value, the allowed values and the file or key."""
 
 
+class WriteError(RuntimeError):
+    """A file a run writes could not be written (a full disk): the CLI prints the message,
+    which says what was kept and how to go on, and exits 1."""
+
+
 class DataError(ConfigError):
     """A data file that does not hold what its task needs (message names file, line and field)."""
 

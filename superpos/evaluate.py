@@ -35,11 +35,13 @@ from pathlib import Path
 import torch
 
 from superpos import metrics as metric_fns
+from superpos.adapter import is_adapter_dir, read_adapter
 from superpos.backbones import load_backbone
 from superpos.config import TrainConfig
 from superpos.data import encode_split
 from superpos.errors import ConfigError, DataError
-from superpos.export import effective_prompt, is_adapter_dir, read_adapter, read_run_dir, saved_prompt
+from superpos.files import check_out_path
+from superpos.run_dir import effective_prompt, read_run_dir, saved_prompt
 from superpos.tasks import get_task
 from superpos.tasks.base import Example, Task
 from superpos.tasks.readers import read_jsonl, read_parquet, read_tsv
@@ -219,6 +221,10 @@ def write_predictions(task: Task, template: str, data: Examples, preds: list, pa
 
 def check_outputs(predictions: Path | None, submission: Path | None, overwrite: bool, names: list[str]) -> None:
     """Before any work: existing output files are refused unless ``overwrite``."""
+    if submission:
+        check_out_path(submission, "--submission")
+    if predictions:
+        check_out_path(predictions.parent, "--predictions")
     targets = ([predictions] if predictions else []) + ([submission / n for n in names] if submission else [])
     taken = [str(p) for p in targets if p.exists()]
     if taken and not overwrite:

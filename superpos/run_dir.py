@@ -19,16 +19,12 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
-from safetensors.torch import save_file
 
 from superpos.config import TrainConfig
-from superpos.errors import ConfigError
-
-if TYPE_CHECKING:
-    from superpos.train import Trial
+from superpos.errors import ConfigError, WriteError
+from superpos.files import check_out_path, load_tensors
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -48,16 +44,6 @@ RUN_FILES = (CONFIG_FILE, METRICS_FILE, PROMPT_FILE, BEST_PROMPT_FILE, RESULT_FI
 CHECKPOINT_FILES = (CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE, CHECKPOINT_TMP_FILE)
 
 
-def save_prompt(trial: "Trial", path: Path) -> None:
-    """The trial's trained tensors as they are now (the method's export, ``head.*`` for a head),
-    fp32, with method, task, optimizer step and trainable parameter count as metadata."""
-    tensors = {k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in trial.method.export().items()}
-    if trial.head is not None:
-        tensors.update({f"head.{k}": v.detach().cpu() for k, v in trial.head.state_dict().items()})
-    meta = {"method": trial.config.method, "task": trial.config.task, "step": str(trial.state.step), "trainable_parameters": str(trial.num_trainable())}
-    save_file(tensors, path, metadata=meta)
-
-
 def foreign_entries(out_dir: Path) -> list[str]:
     """What ``out_dir`` holds that no run writes (sub-folders marked with a trailing /)."""
     entries = [p for p in out_dir.iterdir() if p.name not in RUN_FILES]
@@ -67,15 +53,6 @@ def foreign_entries(out_dir: Path) -> list[str]:
     elif checkpoint.exists():
         entries.append(checkpoint)
     return sorted(str(p.relative_to(out_dir)) + ("/" if p.is_dir() else "") for p in entries)
-
-
-def check_out_path(out_dir: Path) -> None:
-    """``out_dir`` and every existing folder above it must be directories."""
-    for path in (out_dir, *out_dir.parents):
-        if path.exists():
-            if not path.is_dir():
-                raise ConfigError(f"output directory {out_dir}: {path} is a file, not a directory; choose another --out")
-            return
 
 
 def prepare_out_dir(config: TrainConfig, out_dir: Path, overwrite: bool) -> bool:
@@ -94,6 +71,8 @@ def prepare_out_dir(config: TrainConfig, out_dir: Path, overwrite: bool) -> bool
     if foreign or not (out_dir / CONFIG_FILE).is_file():
         what = f"holds {', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}" if foreign else f"has no {CONFIG_FILE}"
         raise ConfigError(f"output directory {out_dir} is not a superpos run (it {what}); choose another --out, a new or empty directory")
+    if not any((out_dir / n).exists() for n in RUN_FILES if n != CONFIG_FILE) and not _is_superpos_config(out_dir / CONFIG_FILE):
+        raise ConfigError(f"output directory {out_dir} is not a superpos run (its only file, {CONFIG_FILE}, is no superpos config); choose another --out, a new or empty directory")
     if overwrite:
         return False
     try:
@@ -109,6 +88,14 @@ def prepare_out_dir(config: TrainConfig, out_dir: Path, overwrite: bool) -> bool
             f"output directory {out_dir} holds an unfinished run with another config (differs in: {', '.join(differing)});"
             " pass --overwrite to replace it or use the same settings to resume"
         )
+    return True
+
+
+def _is_superpos_config(path: Path) -> bool:
+    try:
+        TrainConfig.load(path)
+    except (ConfigError, ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError):
+        return False
     return True
 
 
@@ -128,8 +115,17 @@ def write_checkpoint(payload: dict, path: Path) -> None:
     ``state.prev.pt`` (``read_checkpoint`` falls back to it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(CHECKPOINT_TMP_FILE)
-    torch.save(payload, tmp)
-    _load(tmp)  # verify: a short write or a full disk fails here, with the old checkpoints intact
+    try:
+        torch.save(payload, tmp)
+        _load(tmp)  # verify: a short write or a full disk fails here, with the old checkpoints intact
+    except Exception as e:  # torch reports a full disk as RuntimeError("basic_ios::clear") or OSError
+        tmp.unlink(missing_ok=True)
+        free = shutil.disk_usage(path.parent).free
+        kept = [p.name for p in (path, path.with_name(PREVIOUS_CHECKPOINT_FILE)) if p.exists()]
+        raise WriteError(
+            f"cannot write the checkpoint {path} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); {free} bytes free on its disk. "
+            f"The partial file was removed and {', '.join(kept) or 'nothing earlier'} kept: free space, then run the same command again to resume"
+        ) from e
     if path.exists():
         os.replace(path, path.with_name(PREVIOUS_CHECKPOINT_FILE))
     os.replace(tmp, path)
@@ -139,9 +135,11 @@ def _load(path: Path) -> dict:
     return torch.load(path, weights_only=True, map_location="cpu")
 
 
-def read_checkpoint(path: Path) -> dict | None:
-    """The latest readable checkpoint: ``path``, else the previous one (with a warning on
-    stderr); None if there is none; a ConfigError naming the files if none can be read."""
+def read_checkpoint(path: Path, restore=None) -> dict | None:
+    """The latest usable checkpoint: ``path``, else the previous one (with a warning on stderr);
+    None if there is none; a ConfigError naming the files if none can be used. A checkpoint is
+    usable when it loads and ``restore(payload)`` takes it: one that loads but is not this
+    run's (another method's tensors, another format) fails there and the previous is tried."""
     candidates = [p for p in (path, path.with_name(PREVIOUS_CHECKPOINT_FILE)) if p.exists()]
     errors = []
     for candidate in candidates:
@@ -150,12 +148,49 @@ def read_checkpoint(path: Path) -> dict | None:
         except Exception as e:  # torch raises RuntimeError, EOFError or pickle errors for a damaged file
             errors.append(f"{candidate}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
             continue
+        if restore is not None:
+            try:
+                restore(payload)
+            except (KeyError, TypeError, ValueError, RuntimeError) as e:  # load_state_dict: RuntimeError on other keys or shapes
+                errors.append(f"{candidate}: not a checkpoint of this run ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+                continue
         if errors:
-            print(f"warning: checkpoint unreadable ({errors[-1]}); resuming from the previous checkpoint {candidate}", file=sys.stderr)
+            print(f"warning: checkpoint unusable ({errors[-1]}); resuming from the previous checkpoint {candidate}", file=sys.stderr)
         return payload
     if errors:
         raise ConfigError(
-            f"no readable checkpoint in {path.parent} ({'; '.join(errors)}); delete {path.parent} to restart the run"
+            f"no usable checkpoint in {path.parent} ({'; '.join(errors)}); delete {path.parent} to restart the run"
             " from its beginning, or pass --overwrite to start it afresh"
         )
     return None
+
+
+# -- a finished run ------------------------------------------------------------------------
+def saved_prompt(run_dir) -> tuple[Path, float | None]:
+    """The prompt file that export and evaluate use, and the validation score it was evaluated
+    at: the best evaluation's (``best_prompt.safetensors``: the run's reported score) where the
+    run kept one, else the last evaluation's (``prompt.safetensors``; full fine-tuning)."""
+    run_dir = Path(run_dir)
+    path = run_dir / METRICS_FILE
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    if (run_dir / BEST_PROMPT_FILE).is_file():
+        return run_dir / BEST_PROMPT_FILE, max((line["score"] for line in lines), default=None)
+    return run_dir / PROMPT_FILE, lines[-1].get("score") if lines else None
+
+
+def read_run_dir(run_dir) -> tuple[TrainConfig, dict, dict]:
+    """A finished run's config, saved prompt tensors (``saved_prompt``) and result; ConfigError if it is no such run."""
+    run_dir = Path(run_dir)
+    prompt = saved_prompt(run_dir)[0]
+    missing = [f.name for f in (run_dir / CONFIG_FILE, prompt) if not f.is_file()]
+    if missing:
+        raise ConfigError(f"{run_dir} is not a finished superpos run directory (no {', '.join(missing)})")
+    config = TrainConfig.load(run_dir / CONFIG_FILE)
+    result = json.loads((run_dir / RESULT_FILE).read_text()) if (run_dir / RESULT_FILE).is_file() else {}
+    return config, load_tensors(prompt, "saved prompt"), result
+
+
+def effective_prompt(tensors: dict, where: str) -> torch.Tensor:
+    if "prompt" not in tensors:
+        raise ConfigError(f"{where} holds no tensor 'prompt' (keys: {', '.join(tensors)})")
+    return tensors["prompt"].float().contiguous()

@@ -5,6 +5,11 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# moto's request recorder (tests/test_node_data.py counts GETs with it) appends to
+# ./moto_recording by default: keep it out of the checkout, whose state every run records (env.git_dirty)
+_RECORDING = Path(__file__).resolve().parent.parent / "build" / "moto_recording"
+_RECORDING.parent.mkdir(exist_ok=True)
+os.environ.setdefault("MOTO_RECORDER_FILEPATH", str(_RECORDING))
 
 from superpos.settings import default_data_dir  # noqa: E402
 
@@ -53,17 +58,17 @@ def cuda_faked(monkeypatch):
     tiny shapes for small and base, and no bf16 8192^3 matmul (minutes on CPU)."""
     import torch
 
-    from superpos import bench
+    from superpos.bench import timing, workload
 
-    monkeypatch.setattr(bench, "on_cuda", lambda device: True)
+    monkeypatch.setattr(timing, "on_cuda", lambda device: True)
     for name in ("synchronize", "empty_cache", "reset_peak_memory_stats"):
         monkeypatch.setattr(torch.cuda, name, lambda *a, **k: None)
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a, **k: 2**30)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, **k: "fake GPU")
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: fn)
-    monkeypatch.setattr(bench, "matmul_peak", lambda device: (1.0, "fake"))
+    monkeypatch.setattr(timing, "matmul_peak", lambda device: (1.0, "fake"))
     tiny = dict(d_model=32, d_kv=8, d_ff=64, num_layers=1, num_decoder_layers=1, num_heads=4)
-    monkeypatch.setattr(bench, "SHAPES", {"small": tiny, "base": tiny})
+    monkeypatch.setattr(workload, "SHAPES", {"small": tiny, "base": tiny})
 
 
 @pytest.fixture
@@ -75,3 +80,34 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    """moto's S3 server on 127.0.0.1 with a bucket ``sweeps``, reached through the standard AWS
+    variables (AWS_ENDPOINT_URL), as a MinIO or Ceph endpoint would be."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    import boto3
+
+    boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"]).create_bucket(Bucket="sweeps")
+    yield env
+    server.stop()
+
+
+def pytest_collection_modifyitems(config, items):
+    """The longest files first (the soak, the launches, the fault tests): with several workers
+    (``make test``) a long file that started last would run alone at the end."""
+    def weight(item) -> int:
+        if item.get_closest_marker("cluster") or getattr(item.module, "__name__", "") == "test_soak":
+            return 0
+        return next((i for i, mark in enumerate(("faults", "slow"), 1) if item.get_closest_marker(mark)), 3)
+
+    items.sort(key=weight)

@@ -333,3 +333,18 @@ def test_environments_of_runs():
     assert warning.startswith("Table 1: the 4 runs mix 3 environments (runs without env.* tags count as one), differing in torch")
     table, warning = environments(runs[:1], "Table 1")
     assert warning is None and table["env 1 (1 run)"].tolist() == ["–", "2.13.0"]  # keys sorted: cuda, torch
+
+
+def test_claims_section(report):
+    """The claims table is written and shown; one seed per paired cell gives no interval."""
+    out = report.out_dir
+    rows = {(r["Model"], r["Comparison"]): r for _, r in report.tables["claims"].iterrows()}
+    s = "T5v1.1 Small LM-Adapted"
+    # RTE: SuperPos seed 0 best 72 vs Simple PT's dagger run (0); the seed-1 SuperPos run has no partner
+    assert rows[s, "SuperPos PT (dropout off) > Simple PT (dropout off)"]["RTE"] == "+72.0 (1 seed)"
+    assert rows[s, "SuperPos PT: dropout off > on"]["RTE"] == "+10.0 (1 seed)"
+    assert rows[s, "SuperPos PT: dropout off > on"]["Paper's figure"] == "Table 1; Figure 2a"
+    for name in ("claims.csv", "claims.md", "claims.tex", "claims_values.csv"):
+        assert (out / name).is_file()
+    assert r"SuperPos PT (dropout off) $>$ Simple PT" in (out / "claims.tex").read_text()
+    assert "<h2 id='claims'>Claims</h2>" in report.html.read_text()

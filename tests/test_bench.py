@@ -10,14 +10,14 @@ import time
 
 import pytest
 
-from superpos import bench
+from superpos.bench import summary, throughput, workload
 from superpos.cli import main
 
 
 @pytest.fixture(autouse=True)
 def small_workload(monkeypatch):
-    monkeypatch.setattr(bench, "BATCH", 2)
-    monkeypatch.setattr(bench, "INPUT_TOKENS", 8)
+    monkeypatch.setattr(workload, "BATCH", 2)
+    monkeypatch.setattr(workload, "INPUT_TOKENS", 8)
 
 
 @pytest.fixture(autouse=True)
@@ -42,7 +42,7 @@ def test_cpu_bench_prints_the_table_and_the_summary(tmp_path, capsys):
 
 def test_runs_without_peft(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "peft", None)  # as if not installed
-    result = bench.run("cpu", steps=1, warmup=0)
+    result = throughput.run("cpu", steps=1, warmup=0)
     assert not any(r["variant"] == "peft" for r in result["rows"])
     assert result["notes"] == ["peft is not installed: no PEFT baseline row"]
     assert "superpos K=1 / PEFT n/a" in capsys.readouterr().out.strip().splitlines()[-1]
@@ -50,26 +50,26 @@ def test_runs_without_peft(monkeypatch, capsys):
 
 def test_table1_projection_counts_the_grid():
     # 80 epochs x (7 configs x all 13 tasks + ATTEMPT's 2 x its 9 tasks)
-    assert bench.table1_examples() == 80 * (7 * 991_846 + 2 * 63_206)
+    assert summary.table1_examples() == 80 * (7 * 991_846 + 2 * 63_206)
 
 
 def test_gpu_branch_runs_end_to_end_with_cuda_faked(cuda_faked, capsys):
     """The CUDA code path (K = 1, 8, 16 and doubling, bf16 weights, the fast-vs-HF check, the
     table1 projection) run on CPU with CUDA's bookkeeping faked and torch.compile left out, so
     that a lent GPU's minutes are not spent finding a bug in the bench itself."""
-    result = bench.run("cpu", sizes="small,base", steps=1, warmup=0)
+    result = throughput.run("cpu", sizes="small,base", steps=1, warmup=0)
     rows = {(r["size"], r["variant"], r["K"]) for r in result["rows"] if "error" not in r}
     for size in ("small", "base"):
         assert {(size, "peft", 1), (size, "hf", 16), (size, "fast", 16), (size, "fast", 256)} <= rows
         assert result["checks"][size]["bf16_max_rel_loss_diff_fast_vs_hf"] < 0.05
     hours = result["ratios"]["table1_h100_hours"]
     best = {s: result["ratios"][s]["examples_per_s"] for s in ("small", "base")}
-    assert hours["per_size"]["base"] == pytest.approx(bench.table1_examples() / best["base"] / 3600)
+    assert hours["per_size"]["base"] == pytest.approx(summary.table1_examples() / best["base"] / 3600)
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("SUMMARY small: ")
 
 
 def test_no_row_starts_past_the_deadline(cuda_faked):
-    result = bench.run("cpu", sizes="small,base", steps=1, warmup=0, deadline=time.monotonic())
+    result = throughput.run("cpu", sizes="small,base", steps=1, warmup=0, deadline=time.monotonic())
     assert result["rows"] == [] and result["notes"] == ["small: not measured, past the deadline", "base: not measured, past the deadline"]
 
 
@@ -77,15 +77,15 @@ def test_no_row_starts_past_the_deadline(cuda_faked):
 def test_decoder_rows(request, monkeypatch, capsys, cuda):
     """Decoder rows: PEFT CAUSAL_LM and SuperPos K = 1, 4, 8 (on CUDA, faked as above, the
     Llama-3.2-1B size, shrunk here, one row at a time)."""
-    monkeypatch.setattr(bench, "DECODER_BATCH", 2)
-    monkeypatch.setattr(bench, "DECODER_INPUT", 40)
+    monkeypatch.setattr(workload, "DECODER_BATCH", 2)
+    monkeypatch.setattr(workload, "DECODER_INPUT", 40)
     size = "llama-tiny"
     if cuda:
         size = "llama-1b"
         request.getfixturevalue("cuda_faked")
         small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2, vocab_size=30600)
-        monkeypatch.setitem(bench.DECODER_SHAPES, "llama-1b", small)
-    result = bench.run("cpu", sizes=size, steps=1, warmup=0)
+        monkeypatch.setitem(workload.DECODER_SHAPES, "llama-1b", small)
+    result = throughput.run("cpu", sizes=size, steps=1, warmup=0)
     rows = {(r["variant"], r["K"]): r for r in result["rows"]}
     assert set(rows) == {("peft", 1), ("hf", 1), ("hf", 4), ("hf", 8)}
     for r in rows.values():

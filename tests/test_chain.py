@@ -132,7 +132,7 @@ def test_source_files_under_a_storage_uri_are_copied_to_the_local_cache(tmp_path
     """gs:// / s3:// storage: the training node reads its source prompts from a local copy at a
     path that is the same on every node (file:// stands in for the bucket)."""
     from superpos.config import TrainConfig
-    from trainables.chain import localize
+    from trainables.sources import localize
 
     monkeypatch.setenv("SUPERPOS_CACHE", str(tmp_path / "cache"))
     remote = tmp_path / "bucket" / "att" / "sources" / "src" / "tiny-t5" / f"cb-{'a' * 32}.safetensors"

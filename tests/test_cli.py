@@ -131,13 +131,13 @@ def test_the_plan_is_printed_before_training(data_dir, tmp_path, monkeypatch, ca
 
 
 def test_m_beyond_the_vocabulary_is_refused_before_the_model_loads(data_dir, tmp_path, monkeypatch, capsys):
-    import superpos.train
+    import superpos.train.trainer
 
     def no_load(*args, **kwargs):
         raise AssertionError("loaded before the check")
 
-    monkeypatch.setattr(superpos.train, "load_backbone", no_load)
-    monkeypatch.setattr(superpos.train, "load_splits", no_load)
+    monkeypatch.setattr(superpos.train.trainer, "load_backbone", no_load)
+    monkeypatch.setattr(superpos.train.trainer, "load_splits", no_load)
     assert train(data_dir, tmp_path / "out", "--m", "30523") == 2
     assert "m = 30523 exceeds the vocabulary of tiny-t5 (30522 real tokens); allowed: 1..30522" in capsys.readouterr().err
 

@@ -22,12 +22,11 @@ def train_minilm(data_dir, out, *extra) -> subprocess.Popen:
 
 @pytest.mark.slow
 def test_two_processes_train_bit_identical_prompts(data_dir, tmp_path):
-    """Two fresh processes, the same config and seed: every prompt tensor equal bit for bit on CPU,
-    also with ``--deterministic`` (which must not change CPU results, nor hit an operation
-    without a deterministic kernel)."""
-    outs = [tmp_path / name for name in ("a", "b", "deterministic")]
+    """Two fresh processes, the same config and seed: every prompt tensor equal bit for bit on CPU.
+    (``--deterministic`` on CPU runs the portable CPU mode, other kernels on purpose:
+    tests/test_portable_cpu.py.)"""
+    outs = [tmp_path / name for name in ("a", "b")]
     procs = [train_minilm(data_dir, outs[0]), train_minilm(data_dir, outs[1])]
-    procs.append(train_minilm(data_dir, outs[2], "--deterministic"))
     for proc in procs:
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err[-2000:]

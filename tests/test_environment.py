@@ -42,9 +42,11 @@ def test_run_directory_holds_the_environment(fixture_data_dir, tmp_path, capsys)
 
 
 def test_tags_round_trip():
-    env = {"torch": "2.13.0", "cuda": None, "git_dirty": False, "cpu": "Intel(R) Xeon(R)"}
+    env = {"torch": "2.13.0", "cuda": "12.8", "cudnn": 91002, "git_dirty": False, "cpu": "Intel(R) Xeon(R)", "cpu_threads": 16,
+           "onednn_max_cpu_isa": None}
     tags = environment.as_tags(env)
-    assert tags["env.cuda"] == "null" and tags["env.git_dirty"] == "false" and tags["env.torch"] == "2.13.0"
+    assert tags["env.onednn_max_cpu_isa"] == "null" and tags["env.git_dirty"] == "false" and tags["env.torch"] == "2.13.0"
+    assert tags["env.cpu_threads"] == "16" and tags["env.cuda"] == "12.8"
     assert environment.from_tags({**tags, "task": "rte"}) == env
 
 

@@ -12,7 +12,8 @@ import torch
 from superpos.config import TrainConfig
 from superpos.errors import ConfigError
 from superpos.evaluate import evaluate
-from superpos.export import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, PEFT_KEY, export_run_dir, read_adapter
+from superpos.adapter import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, PEFT_KEY, read_adapter
+from superpos.export import export_run_dir
 from superpos.train import run, run_group
 
 peft = pytest.importorskip("peft")
@@ -175,7 +176,8 @@ def test_bad_input_is_refused_before_anything_is_written(trained, tmp_path, tiny
 
     other = tmp_path / "wide"
     other.mkdir()
-    (other / ADAPTER_CONFIG_FILE).write_text((folder / ADAPTER_CONFIG_FILE).read_text())
+    wide_config = {**json.loads((folder / ADAPTER_CONFIG_FILE).read_text()), "token_dim": 384}
+    (other / ADAPTER_CONFIG_FILE).write_text(json.dumps(wide_config))
     save_file({PEFT_KEY: wide}, other / ADAPTER_WEIGHTS_FILE)
     with pytest.raises(ConfigError, match=r"\(10, 384\) prompt; this run needs \(10, 64\)"):
         build_method("simple", method_config("simple", {"init_from": str(other)}), tiny_t5, torch.Generator())
@@ -211,7 +213,8 @@ def test_encoder_prompt_exports_as_feature_extraction(minilm, tmp_path):
     from transformers import AutoModel
 
     from superpos.backbones import minilm_path
-    from superpos.export import model_card, write_adapter
+    from superpos.adapter import write_adapter
+    from superpos.export import model_card
     from superpos.tasks import get_task
 
     task, config = get_task("sst2"), TrainConfig(task="sst2", model="minilm")

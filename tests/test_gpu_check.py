@@ -47,7 +47,7 @@ def test_dry_run_passes_every_item_without_the_sweep_libraries(tmp_path):
 
 
 def test_a_failing_item_is_recorded_and_the_rest_still_run(tmp_path, monkeypatch, capsys):
-    from superpos import gpu_check
+    from superpos.bench import gpu_check
 
     def broken(check):
         raise RuntimeError("boom")
@@ -79,11 +79,11 @@ def test_bench_item_reports_the_cuda_figures(cuda_faked, tmp_path, monkeypatch):
 
     import torch
 
-    from superpos import bench, gpu_check
+    from superpos.bench import gpu_check, seq2seq, workload
 
-    monkeypatch.setattr(bench, "BATCH", 2)
-    monkeypatch.setattr(bench, "INPUT_TOKENS", 8)
-    monkeypatch.setattr(bench, "MAX_K", 32)  # the doubling is tests/test_bench.py's
+    monkeypatch.setattr(workload, "BATCH", 2)
+    monkeypatch.setattr(workload, "INPUT_TOKENS", 8)
+    monkeypatch.setattr(seq2seq, "MAX_K", 32)  # the doubling is tests/test_bench.py's
     monkeypatch.setattr(gpu_check.Check, "cuda", property(lambda self: True))
     gpu_check.check_bench(gpu_check.Check(tmp_path, False, time.monotonic() + 600, torch.device("cpu")))
     (line,) = (tmp_path / "verdicts.txt").read_text().splitlines()

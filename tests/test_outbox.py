@@ -6,9 +6,10 @@ from types import SimpleNamespace
 import pytest
 
 from trainables import tracking
-from trainables.outbox import JOURNAL, BufferedSweepLogger
+from trainables.outbox import JOURNAL
+from trainables.runner import BufferedSweepLogger
 from trainables.spec import parse_spec
-from trainables.trainable import MEMBERS_KEY, grid_trial_config
+from trainables.spec.trial_config import MEMBERS_KEY, grid_trial_config
 
 
 class Down:

@@ -52,7 +52,8 @@ def test_ray_retry_after_a_truncated_checkpoint_falls_back(data_dir, tmp_path, m
     from ray import tune
 
     from trainables.spec import Member
-    from trainables.trainable import grid_trial_config, train_group
+    from trainables.spec.trial_config import grid_trial_config
+    from trainables.trainable import train_group
 
     config = tiny(data_dir, epochs=2, max_train_examples=16, dropout=True).resolve()
     run(config, tmp_path / "full", progress=False)

@@ -50,6 +50,7 @@ def test_a_damaged_run_is_refused_with_a_message(data_dir, tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
     (out / "config.json").write_text('{"task": "cb", ')  # cut short
+    (out / "metrics.jsonl").write_text("")  # with a run's other files: a run, damaged
     assert train(data_dir, out) == 2
     assert f"output directory {out} holds a damaged superpos run" in capsys.readouterr().err
     assert (out / "config.json").read_text() == '{"task": "cb", '
@@ -100,6 +101,6 @@ def test_a_truncated_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys)
     assert read_checkpoint(path)["step"] == 1
     assert f"resuming from the previous checkpoint {path.with_name('state.prev.pt')}" in capsys.readouterr().err
     path.with_name("state.prev.pt").write_bytes(b"")
-    with pytest.raises(ConfigError, match=rf"no readable checkpoint in {path.parent} \({path}: .*state\.prev\.pt: .*delete .* or pass --overwrite"):
+    with pytest.raises(ConfigError, match=rf"no usable checkpoint in {path.parent} \({path}: .*state\.prev\.pt: .*delete .* or pass --overwrite"):
         read_checkpoint(path)
     assert read_checkpoint(tmp_path / "elsewhere" / "state.pt") is None

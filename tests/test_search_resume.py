@@ -135,7 +135,7 @@ def test_stopped_result(tmp_path, with_prompt):
 
 
 def test_search_trials_ignore_the_prompt_flag():
-    from trainables.trainable import BASE_KEY, PROMPT_EVERY_EVAL_KEY, members_of
+    from trainables.spec.trial_config import BASE_KEY, PROMPT_EVERY_EVAL_KEY, members_of
 
     base = {"task": "cb", "model": "tiny-t5", "method": "superpos", "m": 4}
     (member,) = members_of({BASE_KEY: json.dumps(base), "lr": 0.05, PROMPT_EVERY_EVAL_KEY: True}, "abc")

@@ -33,7 +33,7 @@ def test_unsafe_names_are_refused(key, value):
 
 
 def test_safe_names_stay_one_folder_under_the_storage_path(tmp_path):
-    from trainables.runner import RunOptions, sweep_root
+    from trainables.sweep_state import RunOptions, sweep_root
 
     for name in ("smoke", "table1", "optuna_lr_m", "a.b-c_9"):
         spec = parse_spec({"name": name, "experiment": "e", "storage_path": str(tmp_path)}, "test.yaml")

@@ -1,4 +1,5 @@
-"""Subcommands of this package for the ``superpos`` console script: ``sweep`` and ``search``.
+"""Subcommands of this package for the ``superpos`` console script: ``sweep``, ``search`` and
+``audit`` (trainables/audit.py).
 
 Ray, MLflow and Optuna are imported inside the subcommand functions only, so ``superpos
 train`` starts without them.
@@ -15,15 +16,15 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep (Tuner.restore: unfinished and errored trials); loads Ray Tune's pickled state from the storage path")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: the spec's, else sqlite:///mlflow.db)")
     p.add_argument("--storage-path", default=None, help="Tune storage: a local directory or gs:// / s3:// URI (default: the spec's)")
-    p.add_argument("--data-dir", default=None, help=f"GLUE/SuperGLUE files (default: ${DATA_DIR_ENV} or ../shared/data)")
-    p.add_argument("--address", default=None, help="Ray cluster address ('auto' on a cluster node); default: a local Ray")
+    p.add_argument("--data-dir", default=None, help=f"GLUE/SuperGLUE files: a directory or a gs:// / s3:// URI (default: ${DATA_DIR_ENV} or ../shared/data)")
+    p.add_argument("--address", default=None, help="Ray cluster to join: auto (on a cluster node) or HOST:PORT; default: a new local Ray, never one already running")
     p.add_argument("--yes", action="store_true", help="launch even more than 1,000 trials")
 
 
 def sweep(args: argparse.Namespace) -> int:
     """Run a sweep spec (grid, or a search spec) with Ray Tune, logging to MLflow."""
     from trainables.chain import run_chain
-    from trainables.runner import RunOptions
+    from trainables.sweep_state import RunOptions
     from trainables.spec import load_spec
 
     specs = [load_spec(path) for path in args.spec]  # every stage of a chain validated before any work
@@ -35,8 +36,9 @@ def sweep(args: argparse.Namespace) -> int:
 def search(args: argparse.Namespace) -> int:
     """Optuna (TPE) + ASHA search of lr/m for one task and method, or of a search spec."""
     from superpos.errors import ConfigError
+    from trainables.chain import run_chain
     from trainables.guards import check_scheduler
-    from trainables.runner import RunOptions, run_search
+    from trainables.sweep_state import RunOptions
     from trainables.spec import load_spec, parse_spec
 
     if args.spec:
@@ -60,12 +62,21 @@ def search(args: argparse.Namespace) -> int:
         spec = parse_spec(raw, "command line")
         check_scheduler(spec, args.epochs, ("--grace-period", "--epochs"))
     opts = RunOptions(args.resume, args.tracking_uri, args.storage_path, _data_dir(args.data_dir), args.address, args.best_file, args.optuna_storage, args.yes)
-    return 1 if run_search(spec, opts) else 0
+    return 1 if run_chain([spec], opts) else 0
+
+
+def audit(args: argparse.Namespace) -> int:
+    """Check a sweep's invariants (trainables/audit.py): exit 0 when clean, 1 with findings."""
+    from trainables.audit import main
+
+    return main(args)
 
 
 def _data_dir(path: str | None) -> str | None:
     from pathlib import Path
 
+    if path and "://" in path:  # gs:// or s3://: each trial's node fetches its task's files (trainables/nodes.py)
+        return path
     return str(Path(path).resolve()) if path else None
 
 
@@ -98,3 +109,12 @@ def register(subparsers) -> None:
     q.add_argument("--optuna-storage", default=None, help="Optuna storage URL (default sqlite under the storage path)")
     _common(q)
     q.set_defaults(func=search)
+
+    a = subparsers.add_parser("audit", help="check a finished (or interrupted) sweep's invariants in MLflow and its storage path; one line per finding")
+    a.add_argument("--tracking-uri", required=True, help="the sweep's MLflow store")
+    a.add_argument("--experiment", default=None, help="audit every sweep in this MLflow experiment")
+    a.add_argument("--sweep", default=None, help="audit the sweep of this name (in --experiment, else in any experiment)")
+    a.add_argument("--storage-path", default=None, help="the sweeps' Tune storage path (default: each parent run's superpos.storage tag)")
+    a.add_argument("--json", action="store_true", help="the findings as JSON")
+    a.add_argument("--repair", action="store_true", help="end orphaned RUNNING child runs as KILLED (tag superpos.repair); deletes nothing")
+    a.set_defaults(func=audit)

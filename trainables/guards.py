@@ -2,8 +2,6 @@
 change between retries are refused here, once, instead of failing every Ray trial
 ``max_failures`` times.
 
-* ``check_name``: a spec's ``name`` and ``experiment`` become path components under the storage
-  path (and MLflow names): a safe character set, no separators, no ``..``.
 * ``check_trials``: SuperPos' m (also a searched m's upper bound) fits the model's
   real vocabulary (read from its tokenizer and config only, never its weights).
 * ``check_scheduler``: ASHA's grace period fits the epochs (Ray's own check is an assertion).
@@ -19,24 +17,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
 import sys
 
 from superpos.errors import ConfigError
 
-#: names that are safe as one path component on every filesystem and object store
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 #: grids (or searches) with more trials than this need ``--yes``
 CONFIRM_ABOVE = 1000
-
-
-def check_name(value: str, source: str, key: str) -> str:
-    if not NAME_PATTERN.fullmatch(value) or ".." in value:
-        raise ConfigError(
-            f"{source}: key '{key}': {value!r} is not a safe name; allowed: 1-128 characters from "
-            "A-Z a-z 0-9 . _ -, starting with a letter or digit, no '..' (it names folders under the storage path)"
-        )
-    return value
 
 
 def vocab_size(model: str) -> int | None:

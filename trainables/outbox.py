@@ -1,6 +1,8 @@
 """MLflow outages never kill a sweep: the driver's Tune callbacks go through an outbox on disk.
 
-``BufferedSweepLogger`` is the ``SweepLogger`` (tracking.py) whose Tune hooks are events: each
+``Outbox`` is a mixin for the driver's MLflow writer (``tracking.SweepLogger``; the two are
+combined as ``runner.BufferedSweepLogger``, so neither module imports the other): its Tune
+hooks become events; each
 is applied at once while the store answers; when the store is unreachable (beyond the MLflow
 client's own retries) the event, and for an ended trial a copy of its last checkpoint, is
 appended to a journal on disk, and every later event queues behind it, so nothing is logged out
@@ -12,7 +14,7 @@ warns how long the store was unreachable. A driver that dies (or gives up waitin
 journal; ``--resume`` replays it first.
 
 Replaying is idempotent because the logger is (a child run is looked up by its trial id, a step
-is logged only past MLflow's last one, tags, artifacts and run status are overwritten): an event
+is logged only if MLflow lacks it, tags, artifacts and run status are overwritten): an event
 that failed halfway is replayed whole, with the logger's caches dropped so it re-reads MLflow.
 
 The journal lives in ``<storage>/<sweep>/mlflow-outbox/`` on local storage; for gs:// or s3://
@@ -30,7 +32,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-from trainables.tracking import SweepLogger
+from trainables.spec.trial_config import MEMBERS_KEY
 
 JOURNAL, OUTAGE, FILES = "journal.jsonl", "outage.json", "files"
 BACKOFF_S = 1.0
@@ -71,7 +73,10 @@ def _trial_of(event: dict):
     return SimpleNamespace(trial_id=event["trial_id"], config=event["config"], checkpoint=checkpoint)
 
 
-class BufferedSweepLogger(SweepLogger):
+class Outbox:
+    """Put first in the bases of a ``SweepLogger`` (``super()`` is then the logger, whose hooks
+    apply an event and whose ``tracking_uri`` and ``sweep`` name the store in messages)."""
+
     def __init__(self, tracking_uri: str, parent_run_id: str, sweep: str, outbox: str):
         self.outbox = outbox
         super().__init__(tracking_uri, parent_run_id, sweep)
@@ -92,8 +97,6 @@ class BufferedSweepLogger(SweepLogger):
         self.submit({"hook": "start"}, trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        from trainables.trainable import MEMBERS_KEY
-
         self.submit({"hook": "result", "members": result.get(MEMBERS_KEY, {})}, trial)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -112,8 +115,6 @@ class BufferedSweepLogger(SweepLogger):
         if hook == "start":
             super().on_trial_start(None, [], trial)
         elif hook == "result":
-            from trainables.trainable import MEMBERS_KEY
-
             super().on_trial_result(None, [], trial, {MEMBERS_KEY: event["members"]})
         else:
             getattr(super(), f"on_trial_{hook}")(None, [], trial)

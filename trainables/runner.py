@@ -1,9 +1,12 @@
 """Run a sweep spec with Ray Tune: grid sweeps (fused groups) and searches (Optuna or random,
-one study per task, K = 1), locally (``ray.init()``) or on a cluster (``--address auto``).
+one study per task, K = 1), on a new local Ray (``ray.init(address="local")``) or on a cluster
+(``--address auto`` or ``HOST:PORT``).
 
 Layout under the storage path (local directory or gs:// / s3:// URI)::
 
-    <storage>/<sweep name>/superpos_sweep.json   parent run id, tracking URI (for --resume)
+    <storage>/<sweep name>/superpos_sweep.json   parent run id, tracking URI (for --resume; sweep_state.py)
+    <storage>/<sweep name>/superpos_sweep.lock   the driver's lock, local storage (sweep_lock.py)
+    <storage>/<sweep name>/superpos_sweep.lease  the driver's lease, gs:// or s3:// storage (sweep_lock.py)
     <storage>/<sweep name>/grid/                 the Tune experiment of a grid sweep
     <storage>/<sweep name>/study-<task>/         one Tune experiment per search study
     <storage>/<sweep name>/optuna.db             the Optuna studies (local storage)
@@ -22,80 +25,27 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from superpos.errors import ConfigError
 
 from trainables import guards
-from trainables.chain import prepare_sources
-from trainables.spec import SweepSpec, round_best, write_best
-from trainables.trainable import BASE_KEY, MEMBERS_KEY, PROMPT_EVERY_EVAL_KEY, TrialGroup, grid_trial_config, train_group
-
-STATE_FILE = "superpos_sweep.json"
-
-
-@dataclass
-class RunOptions:
-    """Command-line overrides of the spec (None: the spec's value)."""
-
-    resume: bool = False
-    tracking_uri: str | None = None
-    storage_path: str | None = None
-    data_dir: str | None = None
-    address: str | None = None
-    best_file: str | None = None
-    optuna_storage: str | None = None
-    #: launch grids above guards.CONFIRM_ABOVE trials
-    yes: bool = False
-
-
-def is_uri(path: str) -> bool:
-    return "://" in path
-
-
-def absolute_tracking_uri(uri: str) -> str:
-    """A relative sqlite path is made absolute, so --resume from elsewhere finds the store."""
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
-    return uri
-
-
-def sweep_root(spec: SweepSpec, opts: RunOptions) -> str:
-    storage = opts.storage_path or spec.storage_path
-    root = storage if is_uri(storage) else str(Path(storage).resolve())
-    return f"{root.rstrip('/')}/{spec.name}"
-
-
-# -- sweep state (works on local paths and cloud URIs through pyarrow) ------------------
-def _fs(path: str):
-    import pyarrow.fs
-
-    return pyarrow.fs.FileSystem.from_uri(path)
-
-
-def read_state(root: str) -> dict | None:
-    import pyarrow.fs
-
-    fs, p = _fs(f"{root}/{STATE_FILE}")
-    if fs.get_file_info(p).type == pyarrow.fs.FileType.NotFound:
-        return None
-    with fs.open_input_stream(p) as f:
-        return json.loads(f.read().decode())
-
-
-def write_state(root: str, state: dict) -> None:
-    fs, p = _fs(f"{root}/{STATE_FILE}")
-    fs.create_dir(p.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(p) as f:
-        f.write(json.dumps(state, indent=2).encode())
-
+from trainables.outbox import Outbox, outbox_dir
+from trainables.sweep_lock import sweep_lock
+from trainables.sweep_state import STATE_FILE, RunOptions, absolute_tracking_uri, delete_state, read_state, sweep_root, write_state
+from trainables.spec import Param, SweepSpec, round_best, write_best
+from trainables.spec.trial_config import BASE_KEY, MEMBERS_KEY, PROMPT_EVERY_EVAL_KEY, TrialGroup, grid_trial_config
+from trainables.tracking import SweepLogger
+from trainables.tune_snapshot import repair_missing_checkpoints
+from trainables.trainable import train_group
 
 # -- Ray --------------------------------------------------------------------------------
 @contextlib.contextmanager
-def ray_session(address: str | None):
-    """Connect to (or start) Ray; shut down what this call started or connected."""
+def ray_session(address: str | None, env_vars: dict[str, str] | None = None):
+    """Join the cluster at ``address``, or start a new local Ray, with ``env_vars`` in every
+    worker; shut down what this call started or joined."""
     import ray
 
     # every report carries a checkpoint, so with num_to_keep Tune snapshots its state often:
@@ -105,14 +55,29 @@ def ray_session(address: str | None):
     if ray.is_initialized():  # a caller (a test, a notebook) owns the connection
         yield
         return
+    runtime_env = {"env_vars": env_vars} if env_vars else None
     if address:
-        ray.init(address=address)
+        try:
+            ray.init(address=address, runtime_env=runtime_env)
+        except ConnectionError as e:  # address auto, with no cluster on this machine
+            raise ConfigError(f"--address {address}: {e}") from None
     else:
-        ray.init(include_dashboard=False)  # local: no dashboard server on a laptop
+        # a new local instance, never one that `ray start` (or another program) left running
+        # here: ray.init() would join it, and its nodes' fate would be this sweep's
+        ray.init(address="local", include_dashboard=False, runtime_env=runtime_env)  # no dashboard server on a laptop
     try:
         yield
     finally:
         ray.shutdown()
+
+
+def worker_env(spec: SweepSpec) -> dict[str, str] | None:
+    """The portable CPU mode's settings for the workers (superpos/portable_cpu.py): on where the
+    driver runs in it, or for a deterministic spec on CPU."""
+    from superpos import portable_cpu
+
+    base = spec.base_config()
+    return portable_cpu.worker_env(bool(base.get("deterministic")) and base.get("device") != "cuda")
 
 
 def trial_name(trial) -> str:
@@ -153,7 +118,11 @@ def _run_config(spec: SweepSpec, root: str, name: str, logger):
 def _trainable(spec: SweepSpec):
     from ray import tune
 
-    return tune.with_resources(train_group, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+    from trainables.nodes import package_versions
+
+    # each trial checks that its node runs the driver's package (a stale node is refused)
+    trainable = tune.with_parameters(train_group, driver=package_versions())
+    return tune.with_resources(trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
 
 
 def _tuner(spec, root, name, logger, param_space, tune_config, resume: bool):
@@ -161,7 +130,14 @@ def _tuner(spec, root, name, logger, param_space, tune_config, resume: bool):
 
     path = f"{root}/{name}"
     if resume and tune.Tuner.can_restore(path):
-        return tune.Tuner.restore(path, trainable=_trainable(spec), resume_unfinished=True, resume_errored=True)
+        repair_missing_checkpoints(path)  # a killed driver's snapshot may name checkpoints already deleted
+        try:
+            return tune.Tuner.restore(path, trainable=_trainable(spec), resume_unfinished=True, resume_errored=True)
+        except (pickle.UnpicklingError, EOFError) as e:  # a torn write, a full disk
+            raise ConfigError(
+                f"--resume: Ray Tune's state {path}/tuner.pkl is damaged ({type(e).__name__}: {e}), so the sweep cannot continue there; "
+                "what its trials logged is in MLflow. Restore the file from a backup, or start the sweep afresh under another --storage-path"
+            ) from None
     return tune.Tuner(_trainable(spec), param_space=param_space, tune_config=tune_config, run_config=_run_config(spec, root, name, logger))
 
 
@@ -200,8 +176,8 @@ def start(spec: SweepSpec, opts: RunOptions, fingerprint: str) -> tuple[str, dic
 
 
 def run_sweep(spec: SweepSpec, opts: RunOptions) -> int:
-    """A grid sweep; returns the number of trials that errored or did not end (0: all ended)."""
-    prepare_sources(spec, opts)  # source prompts from another sweep: resolved before any work
+    """A grid sweep (a search spec goes to ``run_search``); returns the number of trials that
+    errored or did not end (0: all ended). Source sweeps must be resolved (chain.prepare_sources)."""
     if spec.search != "grid":
         return run_search(spec, opts)
     from ray import tune
@@ -214,16 +190,18 @@ def run_sweep(spec: SweepSpec, opts: RunOptions) -> int:
     guards.check_size(len(members), opts.yes or opts.resume, spec.source)
     if spec.scheduler.type != "none":
         guards.check_scheduler(spec, int(spec.base_config().get("epochs", 80)))
-    root, state = start(spec, opts, guards.fingerprint(spec, [m.config.flat() for m in members]))
-    logger = _logger(spec, root, state, opts)
     tune_config = tune.TuneConfig(
         metric=spec.metric, mode="max", scheduler=_scheduler(spec, spec.base_config()),
         max_concurrent_trials=spec.max_concurrent or None, trial_name_creator=trial_name, trial_dirname_creator=trial_name,
     )
     param_space = {MEMBERS_KEY: tune.grid_search([grid_trial_config(g) for g in groups]), **_prompt_flag(spec)}
-    with abandon_if_unstarted(root, state, opts), ray_session(opts.address):
-        guards.check_resources(spec.resources, opts.address is None, spec.source)
-        _tuner(spec, root, "grid", logger, param_space, tune_config, opts.resume).fit()
+    # one driver per storage path (sweep_lock.py); a Ray that cannot be reached stops the sweep before its state exists
+    with sweep_lock(sweep_root(spec, opts)), ray_session(opts.address, worker_env(spec)):
+        root, state = start(spec, opts, guards.fingerprint(spec, [m.config.flat() for m in members]))
+        logger = _logger(spec, root, state, opts)
+        with abandon_if_unstarted(root, state, opts):
+            guards.check_resources(spec.resources, opts.address is None, spec.source)
+            _tuner(spec, root, "grid", logger, param_space, tune_config, opts.resume).fit()
     if not _drained(spec, logger):
         return len(members)
     outcome = check_outcome(spec, root, state, len(members))
@@ -238,11 +216,12 @@ def _prompt_flag(spec: SweepSpec) -> dict:
     return {PROMPT_EVERY_EVAL_KEY: True} if spec.scheduler.type != "none" else {}
 
 
-def _logger(spec: SweepSpec, root: str, state: dict, opts: RunOptions):
-    """The driver's MLflow writer, buffered on disk against store outages (outbox.py); a
-    resume first replays what an earlier driver could not log."""
-    from trainables.outbox import BufferedSweepLogger, outbox_dir
+class BufferedSweepLogger(Outbox, SweepLogger):
+    """The driver's MLflow writer (tracking.py), buffered on disk against store outages (outbox.py)."""
 
+
+def _logger(spec: SweepSpec, root: str, state: dict, opts: RunOptions):
+    """The driver's MLflow writer; a resume first replays what an earlier driver could not log."""
     logger = BufferedSweepLogger(state["tracking_uri"], state["parent_run_id"], spec.name, str(outbox_dir(root)))
     if opts.resume:
         logger.flush(force=True)
@@ -288,16 +267,17 @@ def run_search(spec: SweepSpec, opts: RunOptions) -> int:
     guards.check_size(len(studies) * spec.num_samples, opts.yes or opts.resume, spec.source)
     for _, base in studies:
         guards.check_scheduler(spec, int(base.get("epochs", 80)))
-    root, state = start(spec, opts, guards.fingerprint(spec, [base for _, base in studies]))
-    logger = _logger(spec, root, state, opts)
     best = {}
-    with abandon_if_unstarted(root, state, opts), ray_session(opts.address):
-        guards.check_resources(spec.resources, opts.address is None, spec.source)
-        for task, base in studies:
-            best_of, errors = _study(spec, opts, root, state, task, base, logger)
-            if errors:  # interrupted or failed: --resume continues from here
-                return errors
-            best[task] = best_of
+    with sweep_lock(sweep_root(spec, opts)), ray_session(opts.address, worker_env(spec)):
+        root, state = start(spec, opts, guards.fingerprint(spec, [base for _, base in studies]))
+        logger = _logger(spec, root, state, opts)
+        with abandon_if_unstarted(root, state, opts):
+            guards.check_resources(spec.resources, opts.address is None, spec.source)
+            for task, base in studies:
+                best_of, errors = _study(spec, opts, root, state, task, base, logger)
+                if errors:  # interrupted or failed: --resume continues from here
+                    return errors
+                best[task] = best_of
     tied = {t: b.pop("tied") for t, b in best.items() if "tied" in b}
     for task, note in tied.items():
         print(f"warning: study {task}: {note}", file=sys.stderr, flush=True)
@@ -320,7 +300,7 @@ def _study(spec: SweepSpec, opts: RunOptions, root: str, state: dict, task: str,
         num_samples=spec.num_samples, max_concurrent_trials=spec.max_concurrent or None,
         trial_name_creator=trial_name, trial_dirname_creator=trial_name,
     )
-    param_space = {BASE_KEY: json.dumps(base, sort_keys=True), **{k: p.to_tune() for k, p in spec.space.items()}, **_prompt_flag(spec)}
+    param_space = {BASE_KEY: json.dumps(base, sort_keys=True), **{k: tune_domain(p) for k, p in spec.space.items()}, **_prompt_flag(spec)}
     tuner = _tuner(spec, root, f"study-{task}", logger, param_space, tune_config, opts.resume)
     if opts.resume:
         _drop_lost_runs(state, task, f"{root}/study-{task}")
@@ -352,8 +332,7 @@ def abandon_if_unstarted(root: str, state: dict, opts: RunOptions):
         # raised is the one that stopped the sweep)
         with contextlib.suppress(Exception):
             if not opts.resume and not child_statuses(state["tracking_uri"], state["parent_run_id"]):
-                fs, p = _fs(f"{root}/{STATE_FILE}")
-                fs.delete_file(p)
+                delete_state(root)
                 finish_parent(state["tracking_uri"], state["parent_run_id"], {"superpos.error": f"{type(e).__name__}: {e}"[:5000]}, status="FAILED")
         raise
 
@@ -370,6 +349,22 @@ def _drop_lost_runs(state: dict, task: str, path: str) -> None:
     lost = drop_lost_runs(state["tracking_uri"], state["parent_run_id"], task, set(restored))
     if lost:
         print(f"study {task}: dropped the MLflow runs of {len(lost)} Ray trial(s) started after Tune's last snapshot: {', '.join(lost)}")
+
+
+def tune_domain(param: Param):
+    """A spec's search-space dimension as a Ray Tune domain (Ray's integer upper bounds are
+    exclusive; the spec's are inclusive)."""
+    from ray import tune
+
+    if param.kind == "choice":
+        return tune.choice(param.args)
+    lo, hi = param.args
+    return {
+        "uniform": lambda: tune.uniform(lo, hi),
+        "loguniform": lambda: tune.loguniform(lo, hi),
+        "randint": lambda: tune.randint(lo, hi + 1),
+        "lograndint": lambda: tune.lograndint(lo, hi + 1),
+    }[param.kind]()
 
 
 def _search_alg(spec: SweepSpec, root: str, task: str, opts: RunOptions):

@@ -10,7 +10,7 @@ best score so far) beside the prompt of its last evaluation that the checkpoint 
 
 Idempotent, so ``--resume``, trial retries and a re-run of an ended trial neither duplicate nor
 lose anything: a child run is looked up by its ``superpos.trial_id`` tag under the parent
-before one is created; a step is logged only if it is past the last step in MLflow; on close
+before one is created; a step is logged only if MLflow does not hold it yet; on close
 the history is completed from the checkpoint's metrics.jsonl (records reported while the
 driver was down).
 """
@@ -28,12 +28,14 @@ from ray import tune
 from superpos.environment import as_tags
 from superpos.run_dir import BEST_PROMPT_FILE, CONFIG_FILE, ENVIRONMENT_FILE, METRICS_FILE, PROMPT_FILE, RESULT_FILE
 
-from trainables.chain import source_tags
+from trainables.sources import source_tags
 from trainables.spec import Member
-from trainables.trainable import MEMBERS_KEY, members_of
+from trainables.spec.trial_config import MEMBERS_KEY, members_of
 
 ROLE, TRIAL_ID, SWEEP, SPEC, GROUP = "superpos.role", "superpos.trial_id", "superpos.sweep", "superpos.spec", "superpos.group"
 PARENT = "mlflow.parentRunId"
+#: where a trial ran: the Ray node address of its latest report, and every one in order
+NODE, NODES = "superpos.node", "superpos.nodes"
 #: the key whose history tells which steps are already logged (every record has it)
 STEP_KEY = "score"
 #: evaluation-record keys that are no metric (``step`` is the step itself)
@@ -108,8 +110,9 @@ class SweepLogger(tune.Callback):
     def _reset(self) -> None:
         self._client = None
         self._runs: dict[str, str] = {}  # member id -> child run id
-        self._last_step: dict[str, int] = {}
+        self._logged: dict[str, set[int]] = {}  # member id -> the steps MLflow holds
         self._trial_members: dict[str, list[Member]] = {}  # Ray trial id -> its members
+        self._nodes: dict[str, list[str]] = {}  # child run id -> the nodes it reported from
 
     def __getstate__(self):
         return {"tracking_uri": self.tracking_uri, "parent_run_id": self.parent_run_id, "sweep": self.sweep}
@@ -137,8 +140,7 @@ class SweepLogger(tune.Callback):
         )
         if found:
             run_id = found[0].info.run_id
-            history = client.get_metric_history(run_id, STEP_KEY)
-            self._last_step[member.id] = max((m.step for m in history), default=-1)
+            self._logged[member.id] = {m.step for m in client.get_metric_history(run_id, STEP_KEY)}
         else:
             from mlflow.entities import Param
 
@@ -146,16 +148,31 @@ class SweepLogger(tune.Callback):
             run_id = client.create_run(parent.info.experiment_id, run_name=member.label(), tags=tags).info.run_id
             params = [Param(k, v if isinstance(v, str) else json.dumps(v)) for k, v in sorted(member.config.flat().items())]
             client.log_batch(run_id, params=params)
-            self._last_step[member.id] = -1
+            self._logged[member.id] = set()
         self._runs[member.id] = run_id
         return run_id
 
     def log_record(self, member_id: str, record: dict) -> None:
-        """Log one evaluation unless its step is already in MLflow (retries, resume)."""
-        if int(record["step"]) <= self._last_step[member_id]:
+        """Log one evaluation unless its step is already in MLflow (retries, resume). Any step
+        MLflow lacks is logged, also one below the last logged: a resumed trial may report a
+        later step first, and its checkpoint's history at close fills in the earlier one."""
+        step = int(record["step"])
+        if step in self._logged[member_id]:
             return
         self.client.log_batch(self._runs[member_id], metrics=metrics_of(record, int(time.time() * 1000)))
-        self._last_step[member_id] = int(record["step"])
+        self._logged[member_id].add(step)
+
+    def tag_node(self, run_id: str, node: str) -> None:
+        """Tags ``superpos.node`` (where the trial reported last) and ``superpos.nodes`` (every
+        node it reported from, in order: a trial moved by a node failure shows both)."""
+        if run_id not in self._nodes:  # a resumed driver continues the run's list
+            self._nodes[run_id] = [n for n in self.client.get_run(run_id).data.tags.get(NODES, "").split(",") if n]
+        nodes = self._nodes[run_id]
+        if nodes[-1:] != [node]:
+            from mlflow.entities import RunTag
+
+            nodes.append(node)
+            self.client.log_batch(run_id, tags=[RunTag(NODE, node), RunTag(NODES, ",".join(nodes))])
 
     def _members(self, trial) -> list[Member]:
         if trial.trial_id not in self._trial_members:
@@ -175,6 +192,8 @@ class SweepLogger(tune.Callback):
         members = {m.id: m for m in self._members(trial)}
         for mid, entry in result.get(MEMBERS_KEY, {}).items():
             run_id = self.child(members[mid], trial.trial_id)
+            if entry.get("node"):
+                self.tag_node(run_id, entry["node"])
             if "step" in entry:
                 self.log_record(mid, entry)
             if entry.get("status") not in (None, "running"):

@@ -30,58 +30,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from superpos.config import TrainConfig
 from superpos.errors import ConfigError
-from superpos.run_dir import PROMPT_FILE, RESULT_FILE, save_prompt
-from superpos.train import Callback, Trainer, Trial
+from superpos.run_dir import PROMPT_FILE, RESULT_FILE
+from superpos.train import Callback, Trainer, Trial, save_prompt
 
-from trainables.chain import localize
+from trainables.nodes import check_versions, prepare_node
+from trainables.sources import localize
 from trainables.spec import Member
-
-#: trial-config keys: grid trials carry their members, search trials a base plus sampled keys
-MEMBERS_KEY = "members"
-BASE_KEY = "base"
-#: trial-config flag (set under a scheduler): every checkpoint carries each running member's prompt
-PROMPT_EVERY_EVAL_KEY = "prompt_every_eval"
-
-
-class TrialGroup(str):
-    """The Ray trial config value of one fused group: its members as JSON (so Tune never
-    expands it). A str, so it survives Tune's config handling; shown by its label in Tune's
-    progress table instead of the whole JSON. ``str.__str__(group)`` gives the JSON."""
-
-    @property
-    def label(self) -> str:
-        group = json.loads(self)
-        c = group[0]["config"]
-        more = f"+{len(group) - 1}" if len(group) > 1 else ""
-        return f"{c['task']}-{c['method']}-{'d' if c['dropout'] else 'nd'}{more}"
-
-    def __str__(self) -> str:
-        return self.label
-
-    __repr__ = __str__
-
-    def __format__(self, spec: str) -> str:
-        return format(self.label, spec)
-
-    def __reduce__(self):  # pickle the JSON, not the label that str() now gives
-        return TrialGroup, (str.__str__(self),)
-
-
-def grid_trial_config(group: list[Member]) -> TrialGroup:
-    return TrialGroup(json.dumps([{"id": m.id, "config": m.config.flat()} for m in group], sort_keys=True))
-
-
-def members_of(config: dict, ray_trial_id: str) -> list[Member]:
-    """The members a Ray trial trains (the driver callback calls this too)."""
-    if MEMBERS_KEY in config:
-        group = json.loads(str.__str__(config[MEMBERS_KEY]))
-        return [Member(d["id"], TrainConfig.from_flat(d["config"], "trial config").resolve()) for d in group]
-    flat = json.loads(config[BASE_KEY])
-    flat.update({k: v for k, v in config.items() if k not in (BASE_KEY, PROMPT_EVERY_EVAL_KEY)})
-    # sampled by the searcher: the Ray trial id is the stable id (kept by Tuner.restore)
-    return [Member(ray_trial_id, TrainConfig.from_flat(flat, f"search trial {ray_trial_id}").resolve())]
+from trainables.spec.trial_config import MEMBERS_KEY, PROMPT_EVERY_EVAL_KEY, members_of
 
 
 def status_of(out_dir: Path) -> str:
@@ -123,9 +79,11 @@ class _Reporter(Callback):
             self.report()
 
     def report(self) -> None:
+        import ray
         from ray import tune
 
-        entries = {m.id: {"status": status_of(self.out_dirs[m.id])} for m in self.members}
+        node = ray.util.get_node_ip_address()  # the driver tags each child run with it (tracking.py)
+        entries = {m.id: {"status": status_of(self.out_dirs[m.id]), "node": node} for m in self.members}
         for mid, record in self.round.items():
             entries[mid].update(record)
         self.round = {}
@@ -156,8 +114,9 @@ class _Reporter(Callback):
         return record if record and math.isfinite(record["score"]) else None
 
 
-def train_group(config: dict) -> None:
-    """The function trainable (wrap with ``tune.with_resources`` for CPU/GPU per trial)."""
+def train_group(config: dict, driver: dict | None = None) -> None:
+    """The function trainable (wrap with ``tune.with_resources`` for CPU/GPU per trial);
+    ``driver``: the driver's package versions, which this node must have (trainables/nodes.py)."""
     from ray import tune
 
     context = tune.get_context()
@@ -172,7 +131,8 @@ def train_group(config: dict) -> None:
     pending = [m for m in members if status_of(out_dirs[m.id]) == "running"]
     try:
         if pending:
-            trainer = Trainer([localize(m.config) for m in pending], [out_dirs[m.id] for m in pending], callbacks=[reporter], progress=False)
+            check_versions(driver)
+            trainer = Trainer([prepare_node(localize(m.config)) for m in pending], [out_dirs[m.id] for m in pending], callbacks=[reporter], progress=False)
             reporter.trainer = trainer
             trainer.fit()
     except ConfigError as e:

@@ -202,7 +202,7 @@ def load_backbone(
     evaluation: str = "generate",
     gradient_checkpointing: bool = False,
 ) -> Backbone:
-    """Load, freeze and place a backbone. On CUDA the frozen weights are bf16 (see train.py)."""
+    """Load, freeze and place a backbone. On CUDA the frozen weights are bf16 (see superpos/train/step.py)."""
     kind = backbone_kind(name)
     choose("evaluation", evaluation, EVALUATIONS)
     from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer

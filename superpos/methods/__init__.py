@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from superpos.backbones import vocab_size_of
 from superpos.errors import ConfigError, choose
 from superpos.methods.attempt import AttemptConfig, AttemptPrompt
 from superpos.methods.base import MethodConfig, PromptMethod, SampledInitConfig, sampleable_ids
@@ -51,8 +52,6 @@ def check_vocabulary(config: MethodConfig, model: str, vocab_size: int | None = 
     if m is None:
         return
     if vocab_size is None:
-        from superpos.backbones import vocab_size_of
-
         vocab_size = vocab_size_of(model)
     if m > vocab_size:
         raise ConfigError(f"m = {m} exceeds the vocabulary of {model} ({vocab_size} {what}); allowed: 1..{vocab_size}")

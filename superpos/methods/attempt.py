@@ -25,11 +25,11 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from superpos.errors import ConfigError, check_finite
-from superpos.export import adapter_prompt, is_adapter_dir
+from superpos.adapter import adapter_prompt, is_adapter_dir
+from superpos.files import load_tensors
 from superpos.methods.base import PromptMethod, SampledInitConfig
 
 
@@ -70,10 +70,7 @@ def load_source_prompt(path: str, n: int, d: int) -> torch.Tensor:
     """Key ``prompt`` of a superpos prompt file, or the prompt of a PEFT prompt-tuning adapter folder."""
     if is_adapter_dir(path):
         return adapter_prompt(path, n, d)
-    try:
-        tensors = load_file(path)
-    except FileNotFoundError:
-        raise ConfigError(f"source prompt file {path} does not exist") from None
+    tensors = load_tensors(path, "source prompt file")
     if "prompt" not in tensors:
         raise ConfigError(f"source prompt file {path} holds no tensor 'prompt' (keys: {', '.join(tensors)})")
     prompt = tensors["prompt"].float()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from superpos.errors import ConfigError
-from superpos.export import adapter_prompt, read_adapter
+from superpos.adapter import adapter_prompt, read_adapter
 from superpos.methods.base import PromptMethod, SampledInitConfig
 
 

@@ -25,11 +25,12 @@ from pathlib import Path
 
 import torch
 
-from superpos.config import SPLITS
 from superpos.errors import DataError, choose
 from superpos.tasks.base import HALVES, HOLD_OUT_TRAIN, Example, Task
 from superpos.tasks.sources import load_examples
 
+#: the split protocols a config's ``split`` names
+SPLITS = ("paper", "heldout")
 SEED = 42
 HELD_OUT_TRAIN_EXAMPLES = 1000
 

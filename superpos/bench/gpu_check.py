@@ -1,6 +1,6 @@
 """``superpos bench --gpu-check --out DIR``: one run that verifies the whole CUDA path.
 
-Made for a short lease of a bare GPU machine (one H100, about 15 minutes, this checkout and
+Made for a short session on a bare GPU machine (one H100, about 15 minutes, this checkout and
 torch, transformers and peft only: no ray, mlflow, optuna, datasets or MiniLM package; tiny-t5's
 tokenizer ships as a file and the Trainer's data set is written into DIR). Items, in order, each
 ending in one verdict line (PASS / FAIL / SKIP, a figure, its tolerance), cheapest first so that
@@ -38,7 +38,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -46,7 +45,8 @@ from pathlib import Path
 
 import torch
 
-from superpos import bench, environment
+from superpos import environment
+from superpos.bench import seq2seq, throughput, timing, workload
 from superpos.determinism import CUBLAS_WORKSPACE
 
 #: relative tolerances of the bf16 comparisons (bf16 keeps 8 bits of mantissa: ~4e-3 a rounding)
@@ -92,16 +92,16 @@ def small_backbone(check: Check):
     """A random-weight T5 v1.1 small-shaped backbone (tiny-t5 in a dry run), frozen weights bf16 on CUDA."""
     from superpos.backbones.seq2seq import Seq2SeqBackbone
 
-    model, tok = bench.make_model("small" if check.cuda else "tiny", check.device)
+    model, tok = workload.make_model("small" if check.cuda else "tiny", check.device)
     if check.cuda:
         model.to(torch.bfloat16)
     return Seq2SeqBackbone(model, tok, "small-random", dropout=False).train()
 
 
 def fused_inputs(loop, k: int):
-    """K SuperPos trials' prompted, fused batch (bench's synthetic workload): embeddings, mask, targets."""
-    trials = bench.superpos_trials(loop.backbone, k, loop.device)
-    batches = bench.synthetic_batches(k, loop.backbone.vocab_size(), loop.device)
+    """K SuperPos trials' prompted, fused batch (the bench's synthetic workload): embeddings, mask, targets."""
+    trials = workload.superpos_trials(loop.backbone, k, loop.device)
+    batches = workload.synthetic_batches(k, loop.backbone.vocab_size(), loop.device)
     with torch.no_grad(), loop._autocast():
         embeds, masks, _ = loop._fuse(trials, batches)
     return embeds, masks, torch.cat([b.targets for b in batches])
@@ -122,9 +122,9 @@ def check_environment(check: Check) -> None:
 def check_fast_vs_hf(check: Check) -> None:
     from superpos.backbones.fast_t5 import FastT5
 
-    loop = bench.training_loop(small_backbone(check), check.device)
+    loop = workload.training_loop(small_backbone(check), check.device)
     loop.backbone.fast_forward = FastT5(loop.backbone.model, compile=check.cuda)
-    diff = bench.bf16_check(loop, check.device)
+    diff = seq2seq.bf16_check(loop, check.device)
     check.record("fast_vs_hf_bf16", verdict(diff <= BF16_LOSS_RTOL), f"max relative per-example loss difference {diff:.2e} "
                  f"(tolerance {BF16_LOSS_RTOL:g}; {'bf16, compiled' if check.cuda else 'fp32 CPU dry run'})", max_rel_diff=diff)
 
@@ -132,14 +132,14 @@ def check_fast_vs_hf(check: Check) -> None:
 def check_compiled_vs_eager(check: Check) -> None:
     from superpos.backbones.fast_t5 import FastT5
 
-    loop = bench.training_loop(small_backbone(check), check.device)
+    loop = workload.training_loop(small_backbone(check), check.device)
     embeds, masks, targets = fused_inputs(loop, 2)
     losses, tokens = [], []
     for compiled in (check.cuda, False):  # a dry run compares eager with eager: only the code path is checked
         fast = FastT5(loop.backbone.model, compile=compiled)
         with torch.no_grad(), loop._autocast():
             losses.append(fast.example_losses(embeds, masks, targets)[0])
-            tokens.append(fast.generate(embeds, masks, bench.TARGET_TOKENS))
+            tokens.append(fast.generate(embeds, masks, workload.TARGET_TOKENS))
     diff = max_rel(losses[0], losses[1])
     width = min(t.shape[1] for t in tokens)
     agreement = (tokens[0][:, :width] == tokens[1][:, :width]).float().mean().item()
@@ -194,24 +194,24 @@ def grads_of(trials) -> list[torch.Tensor]:
 def check_oom_halving(check: Check) -> None:
     """Real out-of-memory halving under a memory cap (faked above 2 trials in a dry run)."""
     backbone = small_backbone(check)
-    loop = bench.training_loop(backbone, check.device)
+    loop = workload.training_loop(backbone, check.device)
     loop.halve_on_oom = True
-    trials = bench.superpos_trials(backbone, OOM_TRIALS, check.device)
-    batches = bench.synthetic_batches(OOM_TRIALS, backbone.vocab_size(), check.device)
+    trials = workload.superpos_trials(backbone, OOM_TRIALS, check.device)
+    batches = workload.synthetic_batches(OOM_TRIALS, backbone.vocab_size(), check.device)
 
     def reset_grads():
         for t in trials:
             t.optimizer.zero_grad(set_to_none=True)
 
     # each trial alone: the reference, and the activation peak of one trial
-    bench.reset_memory(check.device)
+    timing.reset_memory(check.device)
     base = torch.cuda.memory_allocated() if check.cuda else 0
     loop.fused_width = 1
     alone = loop.train_step(trials, batches)
     alone_grads = grads_of(trials)
     per_trial = (torch.cuda.max_memory_allocated() - base) if check.cuda else 0
     reset_grads()
-    bench.reset_memory(check.device)
+    timing.reset_memory(check.device)
     loop.fused_width = OOM_TRIALS
     cap_gib = None
     if check.cuda:
@@ -238,7 +238,7 @@ def check_oom_halving(check: Check) -> None:
     loss_diff = max_rel(torch.tensor(fused), torch.tensor(alone))
     grad_diff = max((a - b).norm().item() / b.norm().item() for a, b in zip(grads_of(trials), alone_grads))
     reset_grads()
-    bench.reset_memory(check.device)
+    timing.reset_memory(check.device)
     ok = 1 <= loop.fused_width < OOM_TRIALS and loss_diff <= BF16_LOSS_RTOL and grad_diff <= BF16_LOSS_RTOL
     cap = f"a cap of {cap_gib:.2f} GiB ({OOM_CAP_TRIALS} x {per_trial / 2**30:.2f} GiB a trial above what was reserved)" if check.cuda else "OOM faked above 2 trials (dry run)"
     check.record("oom_halving", verdict(ok), f"{OOM_TRIALS} fused trials -> {loop.fused_width} a forward under {cap}; losses vs alone {loss_diff:.1e}, "
@@ -270,7 +270,7 @@ def check_bench(check: Check) -> None:
         check.record("bench", "SKIP", f"{left:.0f} s of the budget left; run `superpos bench --device cuda` alone")
         return
     sizes, steps, warmup = ("small,base", BENCH_STEPS, BENCH_WARMUP) if check.cuda else ("tiny", 1, 0)
-    result = bench.run(check.device.type, sizes, steps, warmup, str(check.out / "bench.json"), deadline=check.deadline)
+    result = throughput.run(check.device.type, sizes, steps, warmup, str(check.out / "bench.json"), deadline=check.deadline)
     ratios = result.get("ratios", {})
     ran = [r for r in result["rows"] if "error" not in r]
     hours = ratios.get("table1_h100_hours", {}).get("total")
@@ -307,7 +307,7 @@ def run(out: str | Path, dry_run: bool = False, budget_s: float = BUDGET_S) -> d
             traceback.print_exc()
             check.record(name, "FAIL", f"{type(error).__name__}: {str(error)[:300]}")
         if check.cuda:
-            bench.reset_memory(check.device)
+            timing.reset_memory(check.device)
     failed = [n for n, r in check.results.items() if r["status"] == "FAIL"]
     print(f"GPU CHECK{' (dry run)' if dry_run else ''}: {len(check.results) - len(failed)}/{len(check.results)} items pass or skip"
           + (f"; FAILED: {', '.join(failed)}" if failed else ""), flush=True)
