@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import weakref
 from dataclasses import dataclass
 from itertools import accumulate
 from pathlib import Path
@@ -65,11 +66,24 @@ class Batch:
         return len(self.indices)
 
 
+#: digests by tokenizer object: serialising a 30k-token vocabulary is most of a small trial's data start-up,
+#: paid again by every trial of a worker that shares its backbone (superpos/backbones/cache.py)
+_identities: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def tokenizer_identity(tokenizer) -> str:
-    """A digest of the tokenizer's definition (fast tokenizers serialise completely).
+    """A digest of the tokenizer's definition (fast tokenizers serialise completely), computed
+    once per tokenizer object and size (adding tokens changes the size, so the digest too).
 
     The backend's truncation and padding state is left out: every call sets it anew.
     """
+    known = _identities.get(tokenizer)
+    if known is None or known[0] != len(tokenizer):
+        known = _identities[tokenizer] = (len(tokenizer), _digest(tokenizer))
+    return known[1]
+
+
+def _digest(tokenizer) -> str:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         spec = [type(tokenizer).__name__, tokenizer.name_or_path, len(tokenizer)]

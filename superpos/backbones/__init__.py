@@ -32,6 +32,10 @@ same weights; on CUDA its blocks are ``torch.compile``d, on CPU they run eagerly
 ``evaluation`` ("generate" or "rank", see seq2seq.py and causal.py) applies to seq2seq and
 causal backbones; encoder backbones always score the classes (encoder.py), so they take
 "generate", the default, only. ``gradient_checkpointing`` applies to causal backbones.
+
+``shared=True`` takes the backbone from the per-process cache (cache.py: a worker that runs trial
+after trial loads it once; every hit is reset to its loaded state); compiling the fast forward
+uses TorchInductor's on-disk caches under ``SUPERPOS_CACHE`` (``cache.compile_cache``).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from pathlib import Path
 
 import torch
 
+from superpos.backbones import cache
 from superpos.backbones.base import Backbone
 from superpos.backbones.causal import CausalLMBackbone
 from superpos.backbones.encoder import HEADS, EncoderBackbone
@@ -201,10 +206,16 @@ def load_backbone(
     fast: bool = False,
     evaluation: str = "generate",
     gradient_checkpointing: bool = False,
+    shared: bool = False,
 ) -> Backbone:
-    """Load, freeze and place a backbone. On CUDA the frozen weights are bf16 (see superpos/train/step.py)."""
+    """Load, freeze and place a backbone. On CUDA the frozen weights are bf16 (see superpos/train/step.py).
+    ``shared``: from the per-process cache (never for a trial that trains the backbone)."""
     kind = backbone_kind(name)
     choose("evaluation", evaluation, EVALUATIONS)
+    if shared:
+        dtype = "bfloat16" if torch.device(device).type == "cuda" else "float32"
+        key = cache.BackboneKey(name, cache.revision(name), dtype, dropout, head, fast, evaluation, gradient_checkpointing, str(torch.device(device)))
+        return cache.shared(key, lambda: load_backbone(name, dropout, head, device, fast, evaluation, gradient_checkpointing))
     from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     if kind == "causal":
@@ -238,7 +249,10 @@ def load_backbone(
     if fast:
         if not isinstance(backbone, Seq2SeqBackbone) or model.config.model_type != "t5":
             raise ConfigError(f"the fast forward is for T5 models only, not {name!r}")
-        backbone.fast_forward = FastT5(model, compile=torch.device(device).type == "cuda")
+        compile = torch.device(device).type == "cuda"
+        if compile:
+            cache.compile_cache()
+        backbone.fast_forward = FastT5(model, compile=compile)
     return backbone.to(device)
 
 

@@ -20,7 +20,7 @@ from superpos.cpu_allocator import retain_freed_memory
 from superpos.data import collate, encode_split
 from superpos.determinism import make_deterministic
 from superpos.errors import ConfigError
-from superpos.methods import build_method, check_vocabulary
+from superpos.methods import METHODS, build_method, check_vocabulary
 from superpos.run_dir import prepare_out_dir
 from superpos.tasks import get_task
 from superpos.tasks.splits import load_splits
@@ -94,9 +94,11 @@ class Trainer(FusedStep, Evaluation, Checkpoints):
         self.task = get_task(first.task)
         splits = load_splits(self.task, first.split, first.data_dir, source=first.source)
 
+        # a worker that runs trial after trial (Ray's reuse_actors) loads the frozen backbone once;
+        # full fine-tuning trains it, so it gets its own
         self.backbone = load_backbone(
             first.model, dropout=first.dropout, head=first.head, device=self.device, fast=first.forward == "fast", evaluation=first.evaluation,
-            gradient_checkpointing=first.gradient_checkpointing,
+            gradient_checkpointing=first.gradient_checkpointing, shared=not any(METHODS[c.method][1].trains_backbone for c in self.configs),
         )
         self.backbone.prepare(self.task, first.template)
 
