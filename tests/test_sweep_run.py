@@ -148,3 +148,6 @@ def test_asha_stopped_trial_logs_its_prompt_and_result(local_ray, data_dir, tmp_
     assert {k: v.shape for k, v in prompt.items()} == {k: v.shape for k, v in done.items()} and {"p_prime", "E", "prompt"} <= set(prompt)
     with safe_open(files["stopped"]["prompt.safetensors"], framework="pt") as f:
         assert f.metadata()["step"] == "2"
+    # one after the other, the second trial ran in the first one's worker (reuse_actors): one pid in Tune's results
+    results = [f for f in (tmp_path / "ray").rglob("result.json") if f.parent.parent.name == "grid"]
+    assert len(results) == 2 and len({json.loads(line)["pid"] for f in results for line in f.read_text().splitlines()}) == 1

@@ -193,6 +193,7 @@ def run_sweep(spec: SweepSpec, opts: RunOptions) -> int:
     tune_config = tune.TuneConfig(
         metric=spec.metric, mode="max", scheduler=_scheduler(spec, spec.base_config()),
         max_concurrent_trials=spec.max_concurrent or None, trial_name_creator=trial_name, trial_dirname_creator=trial_name,
+        reuse_actors=True,  # a worker's later trials find the frozen backbone loaded (superpos/backbones/cache.py)
     )
     param_space = {MEMBERS_KEY: tune.grid_search([grid_trial_config(g) for g in groups]), **_prompt_flag(spec)}
     # one driver per storage path (sweep_lock.py); a Ray that cannot be reached stops the sweep before its state exists
@@ -298,7 +299,7 @@ def _study(spec: SweepSpec, opts: RunOptions, root: str, state: dict, task: str,
     tune_config = tune.TuneConfig(
         metric=spec.metric, mode="max", search_alg=_search_alg(spec, root, task, opts), scheduler=_scheduler(spec, base),
         num_samples=spec.num_samples, max_concurrent_trials=spec.max_concurrent or None,
-        trial_name_creator=trial_name, trial_dirname_creator=trial_name,
+        trial_name_creator=trial_name, trial_dirname_creator=trial_name, reuse_actors=True,
     )
     param_space = {BASE_KEY: json.dumps(base, sort_keys=True), **{k: tune_domain(p) for k, p in spec.space.items()}, **_prompt_flag(spec)}
     tuner = _tuner(spec, root, f"study-{task}", logger, param_space, tune_config, opts.resume)

@@ -20,6 +20,10 @@ that already ended (a diverged member of a group) are not trained again.
 
 Out dirs are absolute paths under the trial's local working directory (Ray changes into it;
 it is not the storage path), so nothing here depends on the driver's filesystem.
+
+Warm trials: the runner sets Tune's ``reuse_actors``, so a worker process runs trial after
+trial (Ray changes into each new trial's directory) and the Trainer finds the frozen backbone
+already loaded (superpos/backbones/cache.py); everything else is built afresh for each trial.
 """
 
 from __future__ import annotations
