@@ -61,6 +61,8 @@ def model_card(config: TrainConfig, backbone, n: int, score: float | None, run_i
     ]
     if backbone.name == "tiny-t5":
         load_base = "from superpos.backbones import build_tiny_t5  # tiny-t5 is superpos's random-init test model\nbase, tok = build_tiny_t5()"
+    elif backbone.name == "t5-base-random":
+        load_base = "from superpos.backbones import build_t5_base_random  # superpos's random-init T5-base shape\nbase, tok = build_t5_base_random()"
     elif backbone.kind == "encoder":
         load_base = f'from transformers import AutoModel, AutoTokenizer\nbase = AutoModel.from_pretrained("{base}")\ntok = AutoTokenizer.from_pretrained("{base}")'
     elif backbone.kind == "causal":

@@ -72,8 +72,20 @@ def test_simple_prompt_forward_equals_peft_prompt_tuning():
 
 
 def test_unknown_model_lists_the_choices():
-    with pytest.raises(ConfigError, match=r"unknown model 'gpt9'.*tiny-t5, minilm, google/t5-small-lm-adapt"):
+    with pytest.raises(ConfigError, match=r"unknown model 'gpt9'.*tiny-t5, minilm, t5-base-random, google/t5-small-lm-adapt"):
         load_backbone("gpt9")
+
+
+def test_t5_base_random_is_tiny_t5_at_t5_base_shape():
+    """The start-up benchmark's T5-base (random weights): tiny-t5's tokenizer and table, base's
+    shape (built on the meta device here: no 222M weights initialised in a test)."""
+    from superpos.backbones import T5_BASE, backbone_kind, build_t5_base_random
+
+    assert backbone_kind("t5-base-random") == "seq2seq" and vocab_size_of("t5-base-random") == vocab_size_of("tiny-t5")
+    with torch.device("meta"):
+        model, tok = build_t5_base_random()
+    assert (model.config.d_model, model.config.num_layers, model.config.num_decoder_layers) == (T5_BASE["d_model"], 12, 12)
+    assert model.config.vocab_size == 30592 and model.config.feed_forward_proj == "gated-gelu" and len(tok) == 30522
 
 
 def test_encoder_pools_the_input_tokens_only():

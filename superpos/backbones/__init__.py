@@ -9,6 +9,9 @@
   size, as T5's is (32128 rows for 32100 tokens), so "real token rows only" is exercised.
   Weights are seeded so every run sees the same "pretrained" model. For tests of the
   seq2seq path, not for results.
+* ``t5-base-random``: the same with T5 v1.1 base's shape (d_model 768, 12 + 12 layers; 222M
+  parameters with tiny-t5's 30,592-row table), random weights: what start-up and memory cost
+  at that size without a download (``superpos bench --startup``); never for results.
 * ``tiny-llama``, ``tiny-gpt2``: small random-init decoder-only models (seeded) built from a
   ``LlamaConfig`` (RoPE, grouped-query attention, untied head, no dropout at all; table padded
   past the tokenizer's size, as Qwen's is) and a ``GPT2Config`` (absolute positions, ``wte``,
@@ -54,14 +57,16 @@ from superpos.backbones.fast_t5 import FastT5
 from superpos.backbones.seq2seq import EVALUATIONS, Seq2SeqBackbone
 from superpos.errors import ConfigError, choose
 
-PRESETS = ("tiny-t5", "minilm")
+PRESETS = ("tiny-t5", "minilm", "t5-base-random")
 HUB_MODELS = ("google/t5-small-lm-adapt", "google/t5-base-lm-adapt", "t5-base")
 CAUSAL_PRESETS = ("tiny-llama", "tiny-gpt2")
 CAUSAL_HUB_MODELS = ("Qwen/Qwen2.5-0.5B", "HuggingFaceTB/SmolLM2-360M", "meta-llama/Llama-3.2-1B", "gpt2")
 MODEL_CHOICES = (*PRESETS, *HUB_MODELS, *CAUSAL_PRESETS, *CAUSAL_HUB_MODELS)
-KINDS = {"tiny-t5": "seq2seq", "minilm": "encoder"} | dict.fromkeys(HUB_MODELS, "seq2seq") | dict.fromkeys(CAUSAL_PRESETS + CAUSAL_HUB_MODELS, "causal")
+KINDS = {"tiny-t5": "seq2seq", "t5-base-random": "seq2seq", "minilm": "encoder"} | dict.fromkeys(HUB_MODELS, "seq2seq") | dict.fromkeys(CAUSAL_PRESETS + CAUSAL_HUB_MODELS, "causal")
 
 TINY_T5 = dict(d_model=64, d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=2, num_heads=4, relative_attention_num_buckets=32)
+#: T5 v1.1 base (google/t5-base-lm-adapt's config; the throughput bench's "base")
+T5_BASE = dict(d_model=768, d_kv=64, d_ff=2048, num_layers=12, num_decoder_layers=12, num_heads=12)
 TINY_LLAMA = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024)
 TINY_GPT2 = dict(n_embd=64, n_layer=2, n_head=4, n_positions=1024)
 
@@ -135,7 +140,7 @@ def gpt2_style_tokenizer():
     return wordpiece_tokenizer("$A", bos_token="[SEP]", eos_token="[SEP]")
 
 
-PRESET_TOKENIZERS = {"tiny-t5": t5_style_tokenizer, "tiny-llama": llama_style_tokenizer, "tiny-gpt2": gpt2_style_tokenizer}
+PRESET_TOKENIZERS = {"tiny-t5": t5_style_tokenizer, "t5-base-random": t5_style_tokenizer, "tiny-llama": llama_style_tokenizer, "tiny-gpt2": gpt2_style_tokenizer}
 
 
 @functools.lru_cache(maxsize=None)
@@ -180,7 +185,7 @@ def build_tiny_gpt2(seed: int = 0):
     return seeded(GPT2LMHeadModel, config, seed), tok
 
 
-def build_tiny_t5(seed: int = 0):
+def build_tiny_t5(seed: int = 0, shape: dict = TINY_T5):
     from transformers import T5Config, T5ForConditionalGeneration
 
     tok = t5_style_tokenizer()
@@ -193,9 +198,13 @@ def build_tiny_t5(seed: int = 0):
         pad_token_id=tok.pad_token_id,
         eos_token_id=tok.eos_token_id,
         decoder_start_token_id=tok.pad_token_id,
-        **TINY_T5,
+        **shape,
     )
     return seeded(T5ForConditionalGeneration, config, seed), tok
+
+
+def build_t5_base_random(seed: int = 0):
+    return build_tiny_t5(seed, T5_BASE)
 
 
 def load_backbone(
@@ -227,8 +236,8 @@ def load_backbone(
             model = AutoModelForCausalLM.from_pretrained(name, attn_implementation="sdpa", dtype=torch.float32)
             tok = AutoTokenizer.from_pretrained(name)
         backbone: Backbone = CausalLMBackbone(model, tok, name, dropout, evaluation, gradient_checkpointing)
-    elif name == "tiny-t5":
-        model, tok = build_tiny_t5()
+    elif name in ("tiny-t5", "t5-base-random"):
+        model, tok = build_tiny_t5() if name == "tiny-t5" else build_t5_base_random()
         backbone = Seq2SeqBackbone(model, tok, name, dropout, evaluation)
     elif name == "minilm":
         path = minilm_path()

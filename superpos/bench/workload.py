@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from superpos.backbones import build_tiny_llama, build_tiny_t5, seeded
+from superpos.backbones import T5_BASE, build_tiny_llama, build_tiny_t5, seeded
 from superpos.backbones.seq2seq import IGNORE
 from superpos.config import TrainConfig
 from superpos.data import Batch
@@ -31,7 +31,7 @@ BATCH, INPUT_TOKENS, PROMPT_TOKENS, TARGET_TOKENS = 32, 128, 10, 4
 #: T5 v1.1 shapes (ANCHORS.md, gpu_anchor.py); "tiny" is the tiny-t5 preset
 SHAPES = {
     "small": dict(d_model=512, d_kv=64, d_ff=1024, num_layers=8, num_decoder_layers=8, num_heads=6),
-    "base": dict(d_model=768, d_kv=64, d_ff=2048, num_layers=12, num_decoder_layers=12, num_heads=12),
+    "base": T5_BASE,
 }
 
 #: decoder-only sizes: Llama-3.2-1B's shape (hub config), and the tiny-llama preset's
