@@ -118,8 +118,14 @@ def train(args: argparse.Namespace) -> int:
 
 
 def bench(args: argparse.Namespace) -> int:
-    """Throughput benchmarks (superpos/bench/throughput.py; the last printed line is the summary), or
-    with --gpu-check the one-shot CUDA check (superpos/bench/gpu_check.py; exit 1 if an item failed)."""
+    """Throughput benchmarks (superpos/bench/throughput.py; the last printed line is the summary),
+    with --startup a trial's start-up phase by phase (superpos/bench/startup.py), or with
+    --gpu-check the one-shot CUDA check (superpos/bench/gpu_check.py; exit 1 if an item failed)."""
+    if args.startup:
+        from superpos.bench import startup
+
+        startup.main(args.models, args.device, None, args.json, args.out)
+        return 0
     if args.gpu_check:
         from superpos.bench import gpu_check
 
@@ -152,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=train)
     from superpos.bench.options import add_arguments as add_bench_arguments
 
-    p = sub.add_parser("bench", help="training and evaluation throughput benchmarks (not tests)")
+    p = sub.add_parser("bench", help="training and evaluation throughput, trial start-up (--startup): benchmarks, not tests")
     add_bench_arguments(p)
     p.set_defaults(func=bench)
     p = sub.add_parser("env", help="versions and hardware that runs record (environment.json, env.* tags)")

@@ -93,3 +93,22 @@ def test_decoder_rows(request, monkeypatch, capsys, cuda):
     assert rows[("hf", 8)]["eval_examples_per_s"] > 0 and (rows[("hf", 8)]["peak_gib"] is not None) == cuda
     assert result["ratios"][size]["superpos8_vs_peft"] > 0
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith(f"SUMMARY {size}: superpos / PEFT K=1 ")
+
+
+def test_startup_breakdown_has_every_phase_and_a_cache_hit_on_the_second_trial(data_dir, tmp_path, monkeypatch, capsys):
+    """`superpos bench --startup` (tiny-t5 only here): both trials with every phase, none
+    negative; the second trial's backbone is a cache hit and its data comes from the
+    tokenisation cache the first one wrote (a fresh SUPERPOS_CACHE). Structure, not speed."""
+    monkeypatch.setenv("SUPERPOS_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "startup.json"
+    assert main(["bench", "--startup", "--models", "tiny-t5", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert result["process"] > 0 and result["imports"] > 0 and result["device"] == "cpu"
+    first, second = result["models"]["tiny-t5"]
+    for row in (first, second):
+        assert all(row[p] >= 0 for p in ("backbone", "data", "setup", "first_step"))
+        assert row["total"] >= row["backbone"] + row["data"] + row["first_step"] and not row["compiled"]
+    assert (first["hit"], second["hit"]) == (False, True)
+    assert (first["tokenised"], second["tokenised"]) == (True, False)
+    assert "backbone cache hit" in printed and "tiny-t5" in printed and "not compiled" in printed

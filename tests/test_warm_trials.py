@@ -104,6 +104,21 @@ def test_weights_cast_by_a_trial_are_restored_from_the_loaded_copy():
         assert v.dtype == torch.float32 and torch.equal(v, loaded[k]), k
 
 
+def test_compiling_uses_inductor_caches_under_superpos_cache(tmp_path, monkeypatch):
+    import torch._functorch.config as functorch_config
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.setenv("SUPERPOS_CACHE", str(tmp_path))
+    monkeypatch.setenv(cache.INDUCTOR_CACHE_ENV, "unset")
+    monkeypatch.delenv(cache.INDUCTOR_CACHE_ENV)
+    monkeypatch.setattr(inductor_config, "fx_graph_cache", False)
+    monkeypatch.setattr(functorch_config, "enable_autograd_cache", False)
+    assert cache.compile_cache() == tmp_path / "inductor" == Path(os.environ[cache.INDUCTOR_CACHE_ENV])
+    assert inductor_config.fx_graph_cache and functorch_config.enable_autograd_cache
+    monkeypatch.setenv(cache.INDUCTOR_CACHE_ENV, str(tmp_path / "mine"))
+    assert cache.compile_cache() == tmp_path / "mine"  # a directory the user chose is kept
+
+
 def test_full_fine_tuning_never_shares_the_backbone(data_dir, tmp_path):
     shared = load_backbone("tiny-t5", dropout=True, shared=True)
     before = {k: v.clone() for k, v in shared.model.state_dict().items()}

@@ -10,9 +10,7 @@ Modules, from the command down:
   sizes;
 * ``summary``: headline ratios and the table1.yaml projection; ``timing``: how a row is timed;
   ``workload``: models, batches, trials and the steps that are timed;
+* ``startup``: ``superpos bench --startup``, a first and a second trial's start-up phase by
+  phase (beside ``throughput``; it drives the Trainer itself, no row of the workload);
 * ``options``: the command's options (light to import: ``superpos --help`` loads no model code).
-
-A start-up benchmark (the time a trial takes to start) goes beside ``throughput`` as
-``startup``, over ``timing`` and ``workload``; the layers contract in pyproject.toml already
-names it.
 """

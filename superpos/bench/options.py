@@ -13,3 +13,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="write all numbers to this JSON file (--gpu-check: a directory)")
     p.add_argument("--gpu-check", action="store_true", help="the one-shot CUDA check (superpos/bench/gpu_check.py): tests, bench, verdicts into --out")
     p.add_argument("--dry-run", action="store_true", help="with --gpu-check: every item on CPU at tiny sizes (CI)")
+    p.add_argument("--startup", action="store_true", help="start-up of a first and a second trial in one process, phase by phase (superpos/bench/startup.py)")
+    p.add_argument("--models", default=None, help="with --startup: comma-separated backbone names (default: tiny-t5,minilm,t5-base-random)")
+    p.add_argument("--json", action="store_true", help="with --startup: print the JSON document instead of the table")
