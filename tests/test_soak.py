@@ -21,6 +21,7 @@ sys.path.insert(0, str(TESTS))  # the soak package lives beside the tests
 from soak.chaos import KINDS, schedule  # noqa: E402
 from soak.harness import Soak, SoakOptions, sweep_size  # noqa: E402
 from soak.processes import wait_for  # noqa: E402
+from soak.timing import time_lost  # noqa: E402
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -49,6 +50,25 @@ def test_short_schedule_fires_each_kind_once_and_is_seeded():
     assert all(30 <= f.hold_s <= 150 for f in full if f.kind == "mlflow_restart")
 
 
+def test_time_lost_is_wall_time_beyond_the_median_evaluation_pace(tmp_path):
+    """Two groups of two trials, evaluations every 10 s but one 100-s gap (a fault): the
+    fault-free estimate is the start-up plus 10 s per group evaluation over two workers."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("soak")
+    start = 1_000_000.0
+    for group, times in {"g1": [5, 15, 25, 125, 135], "g2": [6, 16, 26, 36, 46]}.items():
+        for member in range(2):
+            run = client.create_run(exp, tags={"superpos.role": "trial", "superpos.group": group})
+            client.log_batch(run.info.run_id, metrics=[Metric("score", 0.5, int((start + t + member) * 1000), k) for k, t in enumerate(times)])
+    got = time_lost(uri, "soak", start, sweep_wall_s=140.0, workers=2)
+    assert got["group_evaluations"] == 10 and got["median_s_per_group_evaluation"] == 10.0
+    assert got["first_evaluation_after_s"] == 5.0
+    assert got["fault_free_estimate_s"] == 5.0 + 10.0 * 10 / 2 and got["time_lost_s"] == 140.0 - 55.0
+
 def test_six_minute_soak(data_dir, tmp_path):
     epochs, examples = sweep_size(6)
     report = Soak(SoakOptions(6, tmp_path / "soak", data_dir, seed=0, epochs=epochs, max_train_examples=examples)).run()
@@ -57,6 +77,9 @@ def test_six_minute_soak(data_dir, tmp_path):
     assert report.trials == 48 == report.trials_finished, report
     assert report.evaluations_logged == 48 * epochs
     assert not report.mismatches, report.mismatches[:10]
+    # the time-lost estimate counts each group's evaluations once (12 groups of 4 trials)
+    assert report.time_lost["group_evaluations"] == 12 * epochs, report.time_lost
+    assert 0 < report.time_lost["fault_free_estimate_s"] and report.time_lost["median_s_per_group_evaluation"] > 0
     # only the planned driver kill needed a resume, unless the machine ran out of memory (Ray's
     # memory monitor kills a worker; Tune's driver then exits: a fault of the host, not of the soak)
     assert all("running low on memory" in e["tail"] for e in report.driver_exits), report.driver_exits

@@ -24,6 +24,7 @@ import yaml
 from soak.chaos import KINDS, SHORT_BELOW_MIN, Fault, schedule
 from soak.cluster import BIN, BUCKET, Services
 from soak.processes import Processes, Started, wait_for
+from soak.timing import time_lost
 
 SLOTS = ("w1", "w2")
 SWEEP = "soak"
@@ -45,7 +46,7 @@ class SoakOptions:
     #: (e.g. refused while a storage lease of the killed driver has not expired yet)
     resume_retry_s: float = 10.0
     #: after the faults stop, how long the sweep may take to finish
-    finish_timeout_s: float = 1800.0
+    finish_timeout_s: float = 3600.0
     #: PYTHONPATH for every process (a snapshot of the code), or None: the installed package
     code: str | None = None
     faults: bool = True
@@ -65,6 +66,8 @@ class Report:
     trials_finished: int = 0
     evaluations_logged: int = 0
     mismatches: list[str] = field(default_factory=list)
+    #: the sweep's wall time against a fault-free estimate (``soak/timing.py``)
+    time_lost: dict = field(default_factory=dict)
     error: str | None = None
     left_running: list[int] = field(default_factory=list)
 
@@ -97,6 +100,7 @@ class Soak:
         self.env["AWS_ENDPOINT_URL"] = self.services.s3_url
         self.spec_path = opts.work / "soak.yaml"
         self.driver: Started | None = None
+        self.sweep_t0 = time.time()
         self.drivers = 0
         self._watched = 0.0
 
@@ -158,10 +162,11 @@ class Soak:
         self.spec_path.write_text(yaml.safe_dump(sweep_spec(self.opts, s), sort_keys=False))
         plan = schedule(self.opts.minutes, self.opts.seed, SLOTS) if self.opts.faults else []
         self.log("schedule", faults=[asdict(f) for f in plan])
-        sweep_t0 = time.time()
+        self.sweep_t0 = time.time()
         self.driver = self._start_driver(resume=False)
-        # the fault-free run of the same trials, beside the sweep at a lower priority
-        self.reference = self.procs.start("reference", ["nice", "-n", "10", sys.executable, "-m", "soak.reference", str(self.spec_path),
+        # the fault-free run of the same trials, beside the sweep at the lowest priority: Ray
+        # runs its workers at nice 15, and a reference at 10 took most of the CPU from the trials
+        self.reference = self.procs.start("reference", ["nice", "-n", "19", sys.executable, "-m", "soak.reference", str(self.spec_path),
                                                         str(self.opts.data_dir), str(self.opts.work / "reference")], self.env, cwd=Path(__file__).parent.parent)
         end = time.monotonic() + self.opts.minutes * 60
         for fault in plan:
@@ -173,10 +178,12 @@ class Soak:
             self._fire(fault)
         self.log("faults stopped", fired=len(self.report.faults))
         wait_for(self._sweep_done, self.opts.finish_timeout_s, "the sweep to finish", every=1.0)
-        self.report.sweep_wall_s = round(time.time() - sweep_t0, 1)
+        self.report.sweep_wall_s = round(time.time() - self.sweep_t0, 1)
         self.log("sweep finished", wall_s=self.report.sweep_wall_s)
         self._audit()
         self._compare()
+        self.report.time_lost = time_lost(self.services.tracking_uri, "soak", self.sweep_t0, self.report.sweep_wall_s, len(SLOTS))
+        self.log("time lost", **self.report.time_lost)
 
     # -- the driver (the harness plays the user) ---------------------------------------------
     def _start_driver(self, resume: bool) -> Started:
@@ -346,5 +353,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def sweep_size(minutes: float) -> tuple[int, int]:
-    """(epochs, training examples) that outlast ``minutes`` of faults on 2 worker CPUs."""
-    return (6, 48) if minutes < 20 else (int(200 * minutes / 60), 32)
+    """(epochs, training examples) that outlast ``minutes`` of faults on 2 worker CPUs: an
+    evaluation of a group of 4 costs a worker 4-5.5 s here (its checkpoint to S3 through moto,
+    its MLflow writes, Ray's workers at nice 15 beside the reference), so 110 a trial per hour
+    keep both workers busy for 45-60 minutes before what the faults cost, and the sweep
+    finishes within ``finish_timeout_s`` of the last fault."""
+    return (6, 48) if minutes < 20 else (int(110 * minutes / 60), 32)
