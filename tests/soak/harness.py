@@ -353,9 +353,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def sweep_size(minutes: float) -> tuple[int, int]:
-    """(epochs, training examples) that outlast ``minutes`` of faults on 2 worker CPUs: an
-    evaluation of a group of 4 costs a worker 4-5.5 s here (its checkpoint to S3 through moto,
-    its MLflow writes, Ray's workers at nice 15 beside the reference), so 110 a trial per hour
-    keep both workers busy for 45-60 minutes before what the faults cost, and the sweep
-    finishes within ``finish_timeout_s`` of the last fault."""
-    return (6, 48) if minutes < 20 else (int(110 * minutes / 60), 32)
+    """(epochs, training examples) that outlast ``minutes`` of faults on 2 worker CPUs. In the
+    hour soak of 2026-12-06 an evaluation of a group of 4 cost a worker 3.3 s at its fault-free
+    pace (its checkpoint to S3 through moto, its MLflow writes) and 4.4 s on average with the
+    faults, and 110 a trial ended the sweep after 49 minutes; 180 a trial per hour keep both
+    workers busy for about 70-80 minutes, and the sweep finishes within ``finish_timeout_s`` of
+    the last fault."""
+    return (6, 48) if minutes < 20 else (int(180 * minutes / 60), 32)
