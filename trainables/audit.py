@@ -4,7 +4,7 @@ invariants, one line per finding (docs/mlflow-layout.md, "What superpos audit ch
 Sources: the sweep's parent run (tags ``superpos.role = sweep``, ``superpos.sweep``,
 ``superpos.storage``), its sweep record ``<storage>/<sweep>/superpos_sweep.json``, Tune's newest
 experiment snapshot of each Tune experiment under it (``grid/``, ``study-<task>/``: the Ray
-trials, each one's final state and members), each Ray trial's newest checkpoint (every member's
+trials, each one's final state and members), each Ray trial's newest complete checkpoint (every member's
 ``metrics.jsonl``: the evaluations the trainable made), and for searches the Optuna study.
 
 Findings (the first word of each line): ``record`` (no readable sweep record, or one naming
@@ -29,6 +29,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from trainables.manifest import complete
 from trainables.tracking import PARENT, ROLE, STEP_KEY, SWEEP, TRIAL_ID, client_for
 
 SNAPSHOT_PATTERN = "experiment_state-*.json"
@@ -104,11 +105,15 @@ def tune_trials(experiment_path: str) -> dict[str, RayTrial] | None:
 
 
 def checkpoint_records(trial_path: str) -> dict[str, list[dict]]:
-    """member id -> the evaluation records of the Ray trial's newest checkpoint."""
+    """member id -> the evaluation records of the Ray trial's newest complete checkpoint (one a
+    killed worker uploaded in part is passed over: manifest.py); of its newest, where none has a
+    manifest (a sweep of an earlier superpos)."""
     checkpoints = sorted(i.base_name for i in _list(trial_path) if i.base_name.startswith("checkpoint_"))
     if not checkpoints:
         return {}
-    newest = f"{trial_path}/{checkpoints[-1]}"
+    fs, path = _fs(trial_path)
+    whole = [c for c in checkpoints if complete(fs, f"{path.rstrip('/')}/{c}")]
+    newest = f"{trial_path}/{(whole or checkpoints)[-1]}"
     records = {}
     for info in _list(newest):
         data = _read(f"{newest}/{info.base_name}/metrics.jsonl")

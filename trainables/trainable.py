@@ -38,6 +38,7 @@ from superpos.errors import ConfigError
 from superpos.run_dir import PROMPT_FILE, RESULT_FILE
 from superpos.train import Callback, Trainer, Trial, save_prompt
 
+from trainables.manifest import write_manifest
 from trainables.nodes import check_versions, prepare_node
 from trainables.sources import localize
 from trainables.spec import Member
@@ -109,6 +110,7 @@ class _Reporter(Callback):
                     mid = self.ids[str(t.out_dir)]
                     if t.running and (Path(tmp) / mid).is_dir():
                         save_prompt(t, Path(tmp) / mid / PROMPT_FILE)
+            write_manifest(Path(tmp))  # what a whole upload of it holds (manifest.py)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
 
     def _latest(self, member: Member) -> dict | None:

@@ -9,9 +9,10 @@ is gone. Tune then fails the trial at every restore ("Could not recover from che
 does not exist on storage anymore"): forever with ``max_failures: -1`` (the chaos soak saw 32
 retries in 20 minutes), or the trial ends ERROR. Found by the 35-minute soak (docs/reliability.md).
 
-The repair points such a trial at its newest checkpoint that exists (every report of
-``trainables/trainable.py`` carries one, so ``checkpoint_<i>`` is training iteration ``i + 1``),
-or, with none left, lets it start over. A trial's state is whole in its checkpoint (the
+The repair points such a trial at its newest complete checkpoint on storage (every report of
+``trainables/trainable.py`` carries one, so ``checkpoint_<i>`` is training iteration ``i + 1``;
+complete: every file its manifest lists, ``manifest.py``, as a worker killed mid-upload leaves
+a part of one), or, with none left, lets it start over. A trial's state is whole in its checkpoint (the
 Trainer's RNG streams, optimizer, data order), so either way it ends as an uninterrupted run
 would; MLflow already holds the steps it logged (``tracking.py`` logs only the steps it lacks).
 
@@ -24,6 +25,8 @@ from __future__ import annotations
 import json
 import re
 import sys
+
+from trainables.manifest import complete
 
 CHECKPOINT_DIR = re.compile(r"checkpoint_(\d{6})")
 
@@ -63,7 +66,9 @@ def repair_trial(fs, experiment_fs_path: str, trial_json: str, runtime_json: str
     named = latest.checkpoint.path.rstrip("/").rsplit("/", 1)[-1]
     if fs.get_file_info(f"{trial_fs_path}/{named}").type != pyarrow.fs.FileType.NotFound:
         return None
-    kept = checkpoint_indices(fs, trial_fs_path)
+    found = checkpoint_indices(fs, trial_fs_path)
+    kept = [i for i in found if complete(fs, f"{trial_fs_path}/checkpoint_{i:06d}")]
+    partial = [f"checkpoint_{i:06d}" for i in found if i not in kept and i > (kept[-1] if kept else -1)]
     if kept:
         index = kept[-1]
         result = _TrainingResult(checkpoint=Checkpoint(f"{trial_fs_path}/checkpoint_{index:06d}", filesystem=fs),
@@ -74,7 +79,9 @@ def repair_trial(fs, experiment_fs_path: str, trial_json: str, runtime_json: str
     else:
         manager._latest_checkpoint_result, manager._checkpoint_results = None, []
         trial.storage.current_checkpoint_index = 0
-        done = "no checkpoint of it is left: it starts over"
+        done = "no complete checkpoint of it is left: it starts over"
+    if partial:  # kept: the trial's next reports upload the same files into them again
+        done += f" ({', '.join(partial)}: uploaded in part, passed over)"
     trial.stub = False  # loaded as a stub (the trainable is not registered yet); Tune restores it as a real trial
     trial.invalidate_json_state()
     trial.run_metadata.invalidate_cache()
