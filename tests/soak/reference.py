@@ -72,6 +72,11 @@ def compare(ids: list[str], tracking_uri: str, out: Path) -> dict:
             if len(got) != len(want) or not all(s == t and same_float(a, b) for (s, a), (t, b) in zip(got, want)):
                 mismatches.append(f"trial {mid}: metric {key}: logged {got[:3]}... ({len(got)}), fault-free {want[:3]}... ({len(want)})")
         with tempfile.TemporaryDirectory() as tmp:
+            logged_files = {a.path for a in client.list_artifacts(run.info.run_id)}
+            lost = [name for name in ("result.json", *ARTIFACTS) if name not in logged_files]
+            if lost:  # a finding of the soak, not an error of the harness
+                mismatches.append(f"trial {mid}: run {run.info.run_id} lacks {', '.join(lost)}")
+                continue
             logged = json.loads(Path(client.download_artifacts(run.info.run_id, "result.json", tmp)).read_text())
             if logged != json.loads((out / mid / "result.json").read_text()):
                 mismatches.append(f"trial {mid}: result.json differs: {logged} vs {(out / mid / 'result.json').read_text()}")
