@@ -76,3 +76,26 @@ def test_a_curve_is_the_mean_over_seeds(drawn):
     expected = [100 * np.mean([_score(0, 1, False, s, step) for s in range(seeds)]) for step in STEPS]
     assert list(line.get_xdata()) == list(STEPS)
     assert np.allclose(line.get_ydata(), expected)
+
+
+def test_main_variant_keeps_the_most_common_setting_per_cell():
+    """The vectorised pass keeps the loop's rule: most runs wins; a tie goes to the larger m, a run
+    without m loses a tie to one with m, and softmax off wins a tie with the same m."""
+    from analysis.table1 import main_variant
+
+    settings = {  # (task, method) -> (m, softmax) of each run
+        ("rte", "superpos"): [(128, False), (128, False), (64, False), (64, False), (64, False)],
+        ("cb", "superpos"): [(64, False), (128, False), (32, True)],
+        ("copa", "superpos"): [(128, True), (128, False)],
+        ("rte", "simple"): [(None, False), (None, False), (16, False)],
+        ("cb", "simple"): [(None, False), (16, False)],
+    }
+    rows = [{"run_id": f"{task}-{method}-{i}", "model": MODEL, "task": task, "method": method, "m": m, "softmax": softmax}
+            for (task, method), runs in settings.items() for i, (m, softmax) in enumerate(runs)]
+    runs = pd.DataFrame(rows).astype({"m": "Int64"})
+    kept = main_variant(runs.sample(frac=1, random_state=0))
+    chosen = {key: set(map(tuple, group[["m", "softmax"]].astype(object).itertuples(index=False)))
+              for key, group in kept.groupby(["task", "method"])}
+    assert chosen == {("rte", "superpos"): {(64, False)}, ("cb", "superpos"): {(128, False)}, ("copa", "superpos"): {(128, False)},
+                      ("rte", "simple"): {(pd.NA, False)}, ("cb", "simple"): {(16, False)}}
+    assert len(kept) == 3 + 1 + 1 + 2 + 1
