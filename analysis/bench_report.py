@@ -1,6 +1,6 @@
 """Benchmark (figures, not a test): how fast ``superpos report`` reads a big sweep back.
 
-    python -m analysis.bench_report [--runs 600] [--evaluations 80] [--workdir DIR] [--no-server] [--baseline]
+    python -m analysis.bench_report [--runs 600] [--evaluations 80] [--workdir DIR] [--no-server] [--baseline] [--stages]
 
 Writes a synthetic sweep in the documented layout (docs/mlflow-layout.md: one parent run, one
 child run per trial with the tags ``analysis/`` reads, 8 metrics logged at each of
@@ -14,6 +14,7 @@ before is reused when ``--workdir`` holds one with the same runs and evaluations
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import os
 import shutil
@@ -107,6 +108,31 @@ def timed(what: str, uri: str, out: Path) -> float:
     return time.perf_counter() - start
 
 
+def stages(uri: str, out: Path) -> dict[str, tuple[float, float]]:
+    """Stage -> (wall s, CPU s) of one ``build_report`` with the history cache off."""
+    from analysis import report
+
+    spent: dict[str, tuple[float, float]] = {}
+
+    def timed_stage(name: str, fn):
+        def run(*args, **kwargs):
+            wall, cpu = time.perf_counter(), time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                before = spent.get(name, (0.0, 0.0))
+                spent[name] = (before[0] + time.perf_counter() - wall, before[1] + time.process_time() - cpu)
+        return run
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(mock.patch.dict(os.environ, {history.CACHE_ENV: "0"}))
+        stack.enter_context(mock.patch.object(report, "load_experiment", timed_stage("read runs + histories", report.load_experiment)))
+        stack.enter_context(mock.patch.object(report, "_tables", timed_stage("tables", report._tables)))
+        stack.enter_context(mock.patch.dict(report.PANELS, {p: timed_stage(f"figure {p}", b) for p, b in report.PANELS.items()}))
+        timed_stage("whole report", report.build_report)(uri, EXPERIMENT, out)
+    return spent
+
+
 def stop_server(proc: subprocess.Popen) -> None:
     """The server and the workers and job runners it started (its own process group)."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -126,6 +152,7 @@ def main(argv=None) -> int:
     parser.add_argument("--evaluations", type=int, default=80)
     parser.add_argument("--workdir", default=None, help="keep the store here (default: a temporary folder)")
     parser.add_argument("--no-server", action="store_true", help="sqlite only")
+    parser.add_argument("--stages", action="store_true", help="also time each stage of one cold report (module docstring)")
     parser.add_argument("--baseline", action="store_true", help="also time load_experiment with one history call per run and key, uncached (before analysis/history.py)")
     args = parser.parse_args(argv)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_report_"))
@@ -155,6 +182,9 @@ def main(argv=None) -> int:
                 os.environ["SUPERPOS_CACHE"] = str(cache)  # cold: an empty cache of its own; warm: what cold left
                 cold, warm = (timed(what, uri, work / "report") for _ in range(2))
                 print(f"{name:8} {what:16} {baseline:>10} {cold:7.1f} {warm:7.1f}", flush=True)
+        for name, uri in targets if args.stages else []:
+            for stage, (wall, cpu) in stages(uri, work / "report").items():
+                print(f"{name:8} {stage:24} wall {wall:6.1f} s  CPU {cpu:6.1f} s", flush=True)
     finally:
         if server is not None:
             stop_server(server)

@@ -40,8 +40,13 @@ class FigureFile:
 
 
 def _save(fig, out_dir: Path, name: str, title: str, notes: list[str]) -> FigureFile:
+    from matplotlib import rc_context
+
     png, pdf = out_dir / f"{name}.png", out_dir / f"{name}.pdf"
     fig.savefig(png, dpi=DPI)
+    # the PNG's draw solved the constrained layout: the PDF keeps it instead of a layout pass of its own
+    with rc_context({"figure.autolayout": False, "figure.constrained_layout.use": False}):
+        fig.set_layout_engine(None)
     fig.savefig(pdf)
     width, height = (round(x * DPI) for x in fig.get_size_inches())
     return FigureFile(name, title, png, pdf, width, height, notes)
