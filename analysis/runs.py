@@ -30,6 +30,9 @@ from superpos.errors import ConfigError
 
 #: tags without which a trial cannot be placed in a table (docs/mlflow-layout.md, child run)
 REQUIRED_TAGS = ("task", "method", "model", "dropout", "seed")
+#: the tag of a benchmark's runs (trainables.tracking.BENCH; not imported: that module imports
+#: Ray): sleeps, not training, so never results
+BENCH_TAG = "superpos.bench"
 
 #: columns of ``Experiment.runs``, in order
 RUN_COLUMNS = (
@@ -79,15 +82,22 @@ def client(tracking_uri: str):
 def load_experiment(tracking_uri: str, experiment: str) -> Experiment:
     """All trial runs of ``experiment`` and their metric histories.
 
-    Raises ConfigError when the experiment does not exist or holds no trial runs; runs that
-    lack a required tag are left out and listed in ``problems``.
+    Raises ConfigError when the experiment does not exist, holds no trial runs or is a
+    benchmark's (tag ``superpos.bench``: its runs sleep instead of training); runs that lack a
+    required tag are left out and listed in ``problems``, a benchmark's runs silently.
     """
     mlflow_client = client(tracking_uri)
     exp = mlflow_client.get_experiment_by_name(experiment)
     if exp is None:
         names = sorted(e.name for e in mlflow_client.search_experiments())
         raise ConfigError(f"unknown experiment {experiment!r} at {tracking_uri}; experiments there: {', '.join(names) or 'none'}")
-    trials = [r for r in _all_runs(mlflow_client, exp.experiment_id) if r.data.tags.get("superpos.role") != "sweep"]
+    if BENCH_TAG in exp.tags:
+        raise ConfigError(f"experiment {experiment!r} holds benchmark runs (tag {BENCH_TAG} = {exp.tags[BENCH_TAG]}), not results; refusing to report them")
+    runs_of = [r for r in _all_runs(mlflow_client, exp.experiment_id) if r.data.tags.get("superpos.role") != "sweep"]
+    # a benchmark's runs logged into a real experiment are left out, never averaged into results
+    trials = [r for r in runs_of if BENCH_TAG not in r.data.tags]
+    if len(trials) < len(runs_of) and not trials:
+        raise ConfigError(f"experiment {experiment!r} holds only benchmark runs (tag {BENCH_TAG}), not results; refusing to report them")
     if not trials:
         raise ConfigError(f"experiment {experiment!r} has no trial runs (child runs with tag superpos.role = trial)")
     rows, problems = [], []

@@ -348,3 +348,27 @@ def test_claims_section(report):
         assert (out / name).is_file()
     assert r"SuperPos PT (dropout off) $>$ Simple PT" in (out / "claims.tex").read_text()
     assert "<h2 id='claims'>Claims</h2>" in report.html.read_text()
+
+
+def test_bench_runs_are_never_results(tmp_path):
+    """The sweep benchmark's runs (tag superpos.bench; trainables/bench_sweep.py) sleep instead of
+    training: left out of a real experiment, and an experiment of them is refused."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp_id = client.create_experiment("mixed", artifact_location=(tmp_path / "artifacts").as_uri())
+    parent = client.create_run(exp_id, tags={"superpos.role": "sweep"}, run_name="mixed").info.run_id
+    real, bench = (_log_trial(client, exp_id, parent, i, TRIALS[0], tmp_path) for i in range(2))
+    client.set_tag(bench, "superpos.bench", "sweep-overhead")
+    assert list(load_experiment(uri, "mixed").runs["run_id"]) == [real]
+
+    only_id = client.create_experiment("only-bench", artifact_location=(tmp_path / "artifacts_only").as_uri())
+    client.set_tag(_log_trial(client, only_id, parent, 2, TRIALS[0], tmp_path), "superpos.bench", "sweep-overhead")
+    with pytest.raises(ConfigError, match="only benchmark runs"):
+        load_experiment(uri, "only-bench")
+
+    tagged_id = client.create_experiment("bench-x", artifact_location=(tmp_path / "artifacts_b").as_uri(), tags={"superpos.bench": "sweep-overhead"})
+    _log_trial(client, tagged_id, parent, 3, TRIALS[0], tmp_path)
+    with pytest.raises(ConfigError, match=r"holds benchmark runs \(tag superpos.bench = sweep-overhead\)"):
+        load_experiment(uri, "bench-x")

@@ -1,5 +1,5 @@
-"""Subcommands of this package for the ``superpos`` console script: ``sweep``, ``search`` and
-``audit`` (trainables/audit.py).
+"""Subcommands of this package for the ``superpos`` console script: ``sweep``, ``search``,
+``audit`` (trainables/audit.py) and ``bench-sweep`` (trainables/bench_sweep.py).
 
 Ray, MLflow and Optuna are imported inside the subcommand functions only, so ``superpos
 train`` starts without them.
@@ -72,6 +72,13 @@ def audit(args: argparse.Namespace) -> int:
     return main(args)
 
 
+def bench_sweep(args: argparse.Namespace) -> int:
+    """The sweep driver's bookkeeping against bare Ray Tune (trainables/bench_sweep.py): a figure."""
+    from trainables.bench_sweep import main
+
+    return main(args)
+
+
 def _data_dir(path: str | None) -> str | None:
     from pathlib import Path
 
@@ -118,3 +125,14 @@ def register(subparsers) -> None:
     a.add_argument("--json", action="store_true", help="the findings as JSON")
     a.add_argument("--repair", action="store_true", help="end orphaned RUNNING child runs as KILLED (tag superpos.repair); deletes nothing")
     a.set_defaults(func=audit)
+
+    b = subparsers.add_parser("bench-sweep", help="benchmark: the sweep driver's bookkeeping (MLflow, outbox, checkpoints) against bare Ray Tune, on trials that sleep")
+    b.add_argument("--trials", type=int, default=100, help="N trials (each one MLflow child run)")
+    b.add_argument("--results", type=int, default=3, help="R results (evaluations) per trial")
+    b.add_argument("--sleep", type=float, default=1.0, help="seconds each result takes (in place of training)")
+    b.add_argument("--concurrency", type=int, default=10, help="trials at once; each reserves CPUS/CONCURRENCY")
+    b.add_argument("--cpus", type=float, default=2.0, help="logical CPUs of the local Ray each arm starts")
+    b.add_argument("--payload-kb", type=int, default=64, help="size of the prompt in each checkpoint, KB")
+    b.add_argument("--workdir", default=None, help="keep both arms' storage and the MLflow store here (default: a temporary directory, removed)")
+    b.add_argument("--out", default=None, help="write the figures to this JSON file")
+    b.set_defaults(func=bench_sweep)

@@ -115,30 +115,30 @@ def _run_config(spec: SweepSpec, root: str, name: str, logger):
     )
 
 
-def _trainable(spec: SweepSpec):
+def _trainable(spec: SweepSpec, function=train_group):
     from ray import tune
 
     from trainables.nodes import package_versions
 
     # each trial checks that its node runs the driver's package (a stale node is refused)
-    trainable = tune.with_parameters(train_group, driver=package_versions())
+    trainable = tune.with_parameters(function, driver=package_versions())
     return tune.with_resources(trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
 
 
-def _tuner(spec, root, name, logger, param_space, tune_config, resume: bool):
+def _tuner(spec, root, name, logger, param_space, tune_config, resume: bool, function=train_group):
     from ray import tune
 
     path = f"{root}/{name}"
     if resume and tune.Tuner.can_restore(path):
         repair_missing_checkpoints(path)  # a killed driver's snapshot may name checkpoints already deleted
         try:
-            return tune.Tuner.restore(path, trainable=_trainable(spec), resume_unfinished=True, resume_errored=True)
+            return tune.Tuner.restore(path, trainable=_trainable(spec, function), resume_unfinished=True, resume_errored=True)
         except (pickle.UnpicklingError, EOFError) as e:  # a torn write, a full disk
             raise ConfigError(
                 f"--resume: Ray Tune's state {path}/tuner.pkl is damaged ({type(e).__name__}: {e}), so the sweep cannot continue there; "
                 "what its trials logged is in MLflow. Restore the file from a backup, or start the sweep afresh under another --storage-path"
             ) from None
-    return tune.Tuner(_trainable(spec), param_space=param_space, tune_config=tune_config, run_config=_run_config(spec, root, name, logger))
+    return tune.Tuner(_trainable(spec, function), param_space=param_space, tune_config=tune_config, run_config=_run_config(spec, root, name, logger))
 
 
 # -- entry points -----------------------------------------------------------------------
@@ -169,15 +169,17 @@ def start(spec: SweepSpec, opts: RunOptions, fingerprint: str) -> tuple[str, dic
         raise ConfigError(f"sweep {spec.name!r} already has state at {root}: pass --resume to continue it, or another --storage-path")
     uri = absolute_tracking_uri(opts.tracking_uri or spec.tracking_uri)
     with store_lock(uri):  # a new store's schema and experiment are created once
-        parent = start_parent(uri, spec.experiment, spec.name, Path(spec.source).name, {"superpos.storage": root})
+        parent = start_parent(uri, spec.experiment, spec.name, Path(spec.source).name, {**opts.tags, "superpos.storage": root})
     state = {"parent_run_id": parent, "tracking_uri": uri, "experiment": spec.experiment, "spec": spec.source, "spec_sha256": fingerprint}
     write_state(root, state)
     return root, state
 
 
-def run_sweep(spec: SweepSpec, opts: RunOptions) -> int:
+def run_sweep(spec: SweepSpec, opts: RunOptions, function=train_group) -> int:
     """A grid sweep (a search spec goes to ``run_search``); returns the number of trials that
-    errored or did not end (0: all ended). Source sweeps must be resolved (chain.prepare_sources)."""
+    errored or did not end (0: all ended). Source sweeps must be resolved (chain.prepare_sources).
+    ``function``: the function trainable, ``train_group`` (the sweep benchmark,
+    trainables/bench_sweep.py, passes one that sleeps instead of training)."""
     if spec.search != "grid":
         return run_search(spec, opts)
     from ray import tune
@@ -202,7 +204,7 @@ def run_sweep(spec: SweepSpec, opts: RunOptions) -> int:
         logger = _logger(spec, root, state, opts)
         with abandon_if_unstarted(root, state, opts):
             guards.check_resources(spec.resources, opts.address is None, spec.source)
-            _tuner(spec, root, "grid", logger, param_space, tune_config, opts.resume).fit()
+            _tuner(spec, root, "grid", logger, param_space, tune_config, opts.resume, function).fit()
     if not _drained(spec, logger):
         return len(members)
     outcome = check_outcome(spec, root, state, len(members))

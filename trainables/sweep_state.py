@@ -6,7 +6,7 @@ spec's fingerprint, which ``--resume`` reads. Local paths and gs:// / s3:// URIs
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainables.spec import SweepSpec
@@ -27,6 +27,9 @@ class RunOptions:
     optuna_storage: str | None = None
     #: launch grids above guards.CONFIRM_ABOVE trials
     yes: bool = False
+    #: extra tags of the parent run; those in tracking.INHERITED_TAGS pass on to its child runs
+    #: (the sweep benchmark marks its runs so that they are never read as results)
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 def is_uri(path: str) -> bool:

@@ -42,6 +42,13 @@ STEP_KEY = "score"
 NOT_METRICS = {"step", "status"}
 
 
+#: a benchmark's runs (trainables/bench_sweep.py) carry this tag, so they are never read as
+#: results (analysis/runs.py refuses them)
+BENCH = "superpos.bench"
+#: parent-run tags that its child runs carry too
+INHERITED_TAGS = (BENCH,)
+
+
 #: MLflow's experiment-kind tag and the value that opens its UI on the training-runs table
 EXPERIMENT_KIND_TAG, CUSTOM_MODEL_DEVELOPMENT = "mlflow.experimentKind", "custom_model_development"
 
@@ -144,7 +151,8 @@ class SweepLogger(tune.Callback):
         else:
             from mlflow.entities import Param
 
-            tags = {**trial_tags(member, self.sweep), PARENT: self.parent_run_id, GROUP: group, "status": "running"}
+            inherited = {k: v for k, v in parent.data.tags.items() if k in INHERITED_TAGS}
+            tags = {**trial_tags(member, self.sweep), **inherited, PARENT: self.parent_run_id, GROUP: group, "status": "running"}
             run_id = client.create_run(parent.info.experiment_id, run_name=member.label(), tags=tags).info.run_id
             params = [Param(k, v if isinstance(v, str) else json.dumps(v)) for k, v in sorted(member.config.flat().items())]
             client.log_batch(run_id, params=params)
