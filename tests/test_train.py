@@ -67,6 +67,35 @@ def test_resume_ends_where_the_uninterrupted_run_ends(data_dir, tmp_path, dropou
     assert (tmp_path / "full" / "metrics.jsonl").read_text() == (tmp_path / "resumed" / "metrics.jsonl").read_text()
 
 
+@pytest.mark.parametrize("killed_at", [1, 4])
+def test_a_group_killed_between_its_members_checkpoints_resumes_as_uninterrupted(data_dir, tmp_path, killed_at):
+    """A fused group checkpoints its members one after another: a kill after the first member's
+    evaluation (of the first round: the others have no checkpoint yet; of the second: they are
+    one evaluation behind) must not leave the members at different positions. Every member ends
+    as in the uninterrupted group, metrics and prompts bit for bit."""
+    configs = [tiny(data_dir, seed=s, dropout=True) for s in range(3)]
+    run_group(configs, [tmp_path / "full" / str(i) for i in range(3)], progress=False)
+
+    class KillAfter(Callback):
+        def __init__(self):
+            self.seen = 0
+
+        def on_evaluation(self, trial, record):
+            self.seen += 1
+            if self.seen == killed_at:
+                raise Interrupt
+
+    outs = [tmp_path / "resumed" / str(i) for i in range(3)]
+    with pytest.raises(Interrupt):
+        run_group(configs, outs, callbacks=[KillAfter()], progress=False)
+    steps = [len((o / "metrics.jsonl").read_text().splitlines()) if (o / "metrics.jsonl").exists() else 0 for o in outs]
+    assert len(set(steps)) == 2  # the members were left at different positions
+    run_group(configs, outs, progress=False)
+    for i, out in enumerate(outs):
+        assert (tmp_path / "full" / str(i) / "metrics.jsonl").read_text() == (out / "metrics.jsonl").read_text(), i
+        assert torch.equal(prompt_of(tmp_path / "full" / str(i))["prompt"], prompt_of(out)["prompt"]), i
+
+
 def test_resume_from_a_mid_epoch_checkpoint(data_dir, tmp_path, monkeypatch):
     config = tiny(data_dir, checkpoint_every=1, dropout=True)
     run(config, tmp_path / "full", progress=False)

@@ -1,7 +1,8 @@
 """What a run keeps: its run directory and its checkpoints (files: superpos.run_dir).
 
 ``_start_outputs`` writes config.json and environment.json and restores a checkpoint when
-resuming; ``_record_evaluation`` appends each evaluation to the trial's history and
+resuming, and ``_align_group`` brings a resumed group's members back to one position;
+``_record_evaluation`` appends each evaluation to the trial's history and
 metrics.jsonl, keeps the best prompt and writes a checkpoint (trainable state, optimizer,
 scheduler, RNG states, data position, best score, history), so that an interrupted run resumes
 where it stopped and ends as the uninterrupted one would (CPU); ``_finish`` writes the prompt
@@ -19,9 +20,10 @@ from pathlib import Path
 import torch
 
 from superpos import environment
+from superpos.errors import ConfigError
 from superpos.run_dir import (
-    BEST_PROMPT_FILE, CHECKPOINT_DIR, CHECKPOINT_FILE, CONFIG_FILE, ENVIRONMENT_FILE, METRICS_FILE, PROMPT_FILE, RESULT_FILE, clear_run,
-    read_checkpoint, write_checkpoint,
+    BEST_PROMPT_FILE, CHECKPOINT_DIR, CHECKPOINT_FILE, CONFIG_FILE, ENVIRONMENT_FILE, METRICS_FILE, PREVIOUS_CHECKPOINT_FILE, PROMPT_FILE,
+    RESULT_FILE, clear_run, read_checkpoint, write_checkpoint,
 )
 from superpos.train.trial import Trial, TrialState, save_prompt
 
@@ -48,8 +50,11 @@ class Checkpoints:
         }
         write_checkpoint(payload, path)
 
-    def load_checkpoint(self, trial: Trial) -> bool:
+    def load_checkpoint(self, trial: Trial, previous: bool = False) -> bool:
+        """Restore the trial from its checkpoint (``previous``: the one before, ``state.prev.pt``)."""
         path = self._checkpoint_path(trial)
+        if previous and path is not None:
+            path = path.with_name(PREVIOUS_CHECKPOINT_FILE)
 
         def restore(payload: dict) -> None:  # raises on a checkpoint of another run or method
             for name, module in trial.trainable_modules().items():
@@ -83,6 +88,29 @@ class Checkpoints:
             return True
         (trial.out_dir / METRICS_FILE).write_text("")
         return False
+
+    def _align_group(self) -> None:
+        """Bring a resumed group's running members to one position. A group writes its members'
+        checkpoints one after another at each evaluation, so a process killed among them leaves
+        some members one evaluation ahead; they go back to their previous checkpoint (or, with
+        none at the others' step, start over), as the fused loop moves all members together."""
+        running = [t for t in self.trials if t.running]
+        step = min((t.state.step for t in running), default=0)
+        for i, t in enumerate(self.trials):
+            if not t.running or t.state.step == step:
+                continue
+            if step and self.load_checkpoint(t, previous=True) and t.state.step == step:
+                continue
+            if step:  # the sequential writes leave a member at most one evaluation ahead
+                raise ConfigError(f"cannot resume the group: {t.out_dir} has no checkpoint at step {step}, where its other members are; "
+                                  f"pass --overwrite to start the group afresh")
+            fresh = self._build_trial(t.config, t.out_dir)
+            self.trials[i] = fresh
+            torch.manual_seed(self.configs[0].seed)  # a checkpoint's RNG state was loaded: seeded as fit seeds a new group
+            if fresh.out_dir:
+                (fresh.out_dir / METRICS_FILE).write_text("")
+                shutil.rmtree(fresh.out_dir / CHECKPOINT_DIR, ignore_errors=True)
+                (fresh.out_dir / BEST_PROMPT_FILE).unlink(missing_ok=True)
 
     def _record_evaluation(self, trial: Trial, scores: dict) -> dict:
         s = trial.state

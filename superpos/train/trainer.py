@@ -169,8 +169,10 @@ class Trainer(FusedStep, Evaluation, Checkpoints):
         torch.manual_seed(cfg.seed)  # dropout masks; restored from the checkpoint on resume
         for trial, resume in zip(self.trials, self.resume):
             self._start_outputs(trial, resume)
-        # a group resumes together: all members share the position of the first
-        position = (self.trials[0].state.epoch, self.trials[0].state.batch_in_epoch)
+        self._align_group()
+        # a group resumes together: the running members share one position (_align_group)
+        lead = next((t for t in self.trials if t.running), self.trials[0]).state
+        position = (lead.epoch, lead.batch_in_epoch)
         n, bs, accum = len(self.train_split), cfg.batch_size, cfg.grad_accum
         batches_per_epoch = math.ceil(n / bs)
         pad = self.backbone.tokenizer.pad_token_id
