@@ -1,5 +1,5 @@
 """``superpos bench-sweep``: what the sweep driver's bookkeeping costs at scale, a figure, not a test
-(issue 20, part 3; docs/benchmarks.md, "Sweep bookkeeping").
+(docs/benchmarks.md, "Sweep bookkeeping").
 
 Two arms run in one command, one after the other, each on a fresh local Ray (loopback, no
 dashboard) with the same logical CPUs, trials and concurrency:

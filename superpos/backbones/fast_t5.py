@@ -2,7 +2,7 @@
 
 It computes what transformers' ``T5ForConditionalGeneration`` computes (modeling_t5.py), as a
 few plain functions, so that the hot path is short and each block can go through
-``torch.compile`` as one graph (issue 6: HF's step spends about half of the GPU time in unfused
+``torch.compile`` as one graph (HF's step spends about half of the GPU time in unfused
 elementwise ops and runs attention with a position bias on SDPA's math path,
 ../shared/bench/ANCHORS.md). The definitions, as in T5 v1.1 (Raffel et al. 2020; the v1.1
 checkpoints' notes):

@@ -1,4 +1,4 @@
-"""Decoder-only rows (issue 14; sizes ``llama-tiny`` and ``llama-1b``, superpos.bench.workload).
+"""Decoder-only rows (sizes ``llama-tiny`` and ``llama-1b``, superpos.bench.workload).
 
 ``peft`` is PEFT's CAUSAL_LM prompt tuning (fp32, its own batch of one trial), ``hf`` SuperPos
 at K = 1, 4, 8 through the Trainer's step (bf16 frozen weights on CUDA), evaluation = greedy
