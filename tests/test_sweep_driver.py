@@ -145,9 +145,10 @@ def test_unreachable_tracking_server_is_named_before_anything(tmp_path, fixture_
 
 # -- MLflow's own retries do not hold the driver ----------------------------------------------
 def test_driver_mlflow_client_gives_up_at_once_and_the_outbox_takes_over(tmp_path, monkeypatch):
-    """A tracking server that drops every connection: one attempt per event, then the event is
-    in the outbox (MLflow's default, 7 retries with back-off, held Tune's loop for minutes)."""
-    from trainables.outbox import JOURNAL
+    """A tracking server that drops every connection: one attempt per event, then the outbox
+    waits out its back-off (MLflow's default, 7 retries with back-off, held the driver for
+    minutes); the hook itself returns without waiting on the store."""
+    from trainables import outbox
     from trainables.preflight import DRIVER_MLFLOW_HTTP, short_mlflow_retries
     from trainables.runner import BufferedSweepLogger
     from trainables.spec import parse_spec
@@ -156,6 +157,7 @@ def test_driver_mlflow_client_gives_up_at_once_and_the_outbox_takes_over(tmp_pat
     for key in DRIVER_MLFLOW_HTTP:
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")  # keeps MLflow's default retries quick, if they happen
+    monkeypatch.setattr(outbox, "BACKOFF_S", 3600.0)  # no second try within the test
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(16)
@@ -178,9 +180,13 @@ def test_driver_mlflow_client_gives_up_at_once_and_the_outbox_takes_over(tmp_pat
         trial = SimpleNamespace(trial_id="t1", config={"members": grid_trial_config([member])}, checkpoint=None)
         logger = BufferedSweepLogger(f"http://127.0.0.1:{server.getsockname()[1]}", "parent", "o", str(tmp_path / "outbox"))
         logger.on_trial_start(0, [], trial)
+        outage = tmp_path / "outbox" / outbox.OUTAGE  # written when the writer finds the store down
+        deadline = time.monotonic() + 120
+        while not outage.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
     finally:
         server.close()
-    assert len((tmp_path / "outbox" / JOURNAL).read_text().splitlines()) == 1
+    assert outage.exists() and logger.pending() == 1
     assert len(attempts) == 1
 
 

@@ -1,21 +1,29 @@
-"""MLflow outages never kill a sweep: the driver's Tune callbacks go through an outbox on disk.
+"""The driver's MLflow writes never hold Tune's loop, and MLflow outages never kill a sweep.
 
 ``Outbox`` is a mixin for the driver's MLflow writer (``tracking.SweepLogger``; the two are
 combined as ``runner.BufferedSweepLogger``, so neither module imports the other): its Tune
-hooks become events; each
-is applied at once while the store answers; when the store is unreachable (beyond the MLflow
-client's own retries) the event, and for an ended trial a copy of its last checkpoint, is
-appended to a journal on disk, and every later event queues behind it, so nothing is logged out
-of order. The journal is retried with exponential back-off (``BACKOFF_S`` doubling up to
-``SUPERPOS_MLFLOW_BACKOFF_MAX_S``, default 60 s)
-at every step of Tune's loop for as long as the sweep runs; when the sweep ends the driver
-waits for the store (``SUPERPOS_MLFLOW_WAIT_S``, default 600 s) until the journal is empty, then
-warns how long the store was unreachable. A driver that dies (or gives up waiting) leaves the
-journal; ``--resume`` replays it first.
+hooks only turn into events, which one writer thread applies in order, so Tune goes on
+scheduling trials while MLflow answers (a thousand short trials spent most of their sweep's
+wall time waiting on MLflow from Tune's loop). While the store is unreachable (beyond the
+MLflow client's own retries) the writer keeps the events and retries with exponential
+back-off (``BACKOFF_S`` doubling up to ``SUPERPOS_MLFLOW_BACKOFF_MAX_S``, default 60 s) for as
+long as the sweep runs; when the sweep ends the driver waits for the store
+(``SUPERPOS_MLFLOW_WAIT_S``, default 600 s) until every event is logged, then warns how long the
+store was unreachable.
 
-Replaying is idempotent because the logger is (a child run is looked up by its trial id, a step
+What a driver that dies would lose is on disk first: a trial's end (``complete``, ``error``) is
+appended to a journal, with a copy of the trial's last checkpoint, before the hook returns, and
+leaves it once logged; ``--resume`` logs what the journal holds first. Starts and results are
+not journaled: a trial's end logs its whole history from its checkpoint's metrics, and a trial
+that had not ended runs on after a resume and ends later.
+
+Logging is idempotent because the logger is (a child run is looked up by its trial id, a step
 is logged only if MLflow lacks it, tags, artifacts and run status are overwritten): an event
-that failed halfway is replayed whole, with the logger's caches dropped so it re-reads MLflow.
+that failed halfway is applied again whole, with the logger's caches dropped so it re-reads
+MLflow.
+
+One writer per outbox directory in a process: Tune restores the callbacks of a resumed sweep
+from its own state, so the restored logger and the runner's share the runner's writer.
 
 The journal lives in ``<storage>/<sweep>/mlflow-outbox/`` on local storage; for gs:// or s3://
 storage under ``$SUPERPOS_CACHE/mlflow-outbox/<hash of the storage URI>`` on the driver's disk.
@@ -28,7 +36,9 @@ import json
 import os
 import shutil
 import sys
+import threading
 import time
+from collections import deque
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -37,6 +47,8 @@ from trainables.spec.trial_config import MEMBERS_KEY
 JOURNAL, OUTAGE, FILES = "journal.jsonl", "outage.json", "files"
 BACKOFF_S = 1.0
 WAIT_ENV, BACKOFF_MAX_ENV = "SUPERPOS_MLFLOW_WAIT_S", "SUPERPOS_MLFLOW_BACKOFF_MAX_S"
+#: events whose loss a resume could not make good (module docstring)
+JOURNALED = ("complete", "error")
 
 
 def outbox_dir(root: str) -> Path:
@@ -73,6 +85,117 @@ def _trial_of(event: dict):
     return SimpleNamespace(trial_id=event["trial_id"], config=event["config"], checkpoint=checkpoint)
 
 
+class Writer:
+    """The thread that applies one outbox directory's events in order; the journal's keeper."""
+
+    def __init__(self, box: "Outbox"):
+        self.box, self.dir = box, Path(box.outbox)
+        self.cv = threading.Condition()
+        self.queue: deque[dict] = deque(self._adopt())  # what an earlier driver could not log
+        self.error: BaseException | None = None
+        self.stopped = False
+        self.delay, self.next_try = BACKOFF_S, 0.0
+        self.thread: threading.Thread | None = None
+        if self.queue:
+            self.start()
+
+    def start(self) -> None:
+        with self.cv:
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name=f"mlflow-writer {self.dir.name}", daemon=True)
+                self.thread.start()
+
+    def put(self, event: dict) -> None:
+        if event["hook"] in JOURNALED:
+            self._append(event)
+        with self.cv:
+            self.queue.append(event)
+            self.cv.notify_all()
+        self.start()
+
+    def check(self) -> None:
+        """Raise, in the caller's thread, what the writer could not log for a reason other than
+        the store's availability: a bug to see, not an outage to wait out."""
+        if self.error is not None:
+            raise self.error
+
+    def stop(self) -> None:
+        with self.cv:
+            self.stopped = True
+            self.cv.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self.cv:
+                while not self.stopped and (not self.queue or time.monotonic() < self.next_try):
+                    self.cv.wait(None if not self.queue else self.next_try - time.monotonic())
+                if self.stopped:
+                    return
+                event = self.queue[0]
+            try:
+                self.box.apply(event)
+            except Exception as e:
+                if not unreachable(e):
+                    with self.cv:
+                        self.error = e
+                        self.cv.notify_all()
+                    return
+                self.next_try = time.monotonic() + self.delay
+                self.delay = min(self.delay * 2, float(os.environ.get(BACKOFF_MAX_ENV, 60)))
+                self.box._down(e)
+                continue
+            if self.delay != BACKOFF_S:  # the store is back
+                self.delay = BACKOFF_S
+                self.box._up(len(self.queue))
+            with self.cv:
+                if self.stopped:  # taken over by a new driver: the journal is its
+                    return
+                if event["hook"] in JOURNALED:
+                    self._remove(event)
+                self.queue.popleft()
+                self.cv.notify_all()
+
+    # -- the journal (appended by Tune's thread, trimmed by the writer: under ``cv``) ------
+    def _journal(self) -> list[dict]:
+        path = self.dir / JOURNAL
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    def _adopt(self) -> list[dict]:
+        """The journal an earlier driver left, each event with an id (older journals had none)."""
+        events = self._journal()
+        if any("id" not in e for e in events):
+            events = [{"id": f"earlier-{i}", **e} for i, e in enumerate(events)]
+            self._rewrite(events)
+        return events
+
+    def _rewrite(self, events: list[dict]) -> None:
+        path = self.dir / JOURNAL
+        if events:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text("".join(json.dumps(e, default=_jsonable) + "\n" for e in events))
+            os.replace(tmp, path)
+        else:
+            path.unlink(missing_ok=True)
+
+    def _append(self, event: dict) -> None:
+        with self.cv:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            with open(self.dir / JOURNAL, "a") as f:
+                f.write(json.dumps(event, default=_jsonable) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+
+    def _remove(self, event: dict) -> None:
+        self._rewrite([e for e in self._journal() if e["id"] != event["id"]])
+        if event.get("checkpoint"):
+            shutil.rmtree(event["checkpoint"], ignore_errors=True)
+
+
+#: outbox directory -> its writer, in this process
+_WRITERS: dict[str, Writer] = {}
+_WRITERS_LOCK = threading.Lock()
+
+
 class Outbox:
     """Put first in the bases of a ``SweepLogger`` (``super()`` is then the logger, whose hooks
     apply an event and whose ``tracking_uri`` and ``sweep`` name the store in messages)."""
@@ -80,13 +203,25 @@ class Outbox:
     def __init__(self, tracking_uri: str, parent_run_id: str, sweep: str, outbox: str):
         self.outbox = outbox
         super().__init__(tracking_uri, parent_run_id, sweep)
+        with _WRITERS_LOCK:  # a new driver takes the directory over; an unpickled copy joins it
+            old = _WRITERS.pop(self._key, None)
+            if old is not None:
+                old.stop()
+            _WRITERS[self._key] = Writer(self)
 
     def __getstate__(self):
         return super().__getstate__() | {"outbox": self.outbox}
 
-    def _reset(self) -> None:
-        super()._reset()
-        self._delay, self._next_try = BACKOFF_S, 0.0
+    @property
+    def _key(self) -> str:
+        return os.path.realpath(self.outbox)
+
+    @property
+    def writer(self) -> Writer:
+        with _WRITERS_LOCK:
+            if self._key not in _WRITERS:
+                _WRITERS[self._key] = Writer(self)
+            return _WRITERS[self._key]
 
     @property
     def dir(self) -> Path:
@@ -106,11 +241,11 @@ class Outbox:
         self.submit({"hook": "error"}, trial)
 
     def on_step_end(self, iteration, trials, **info):
-        self.flush()
+        self.writer.check()
 
     # -- the outbox -----------------------------------------------------------------------
-    def apply(self, event: dict, trial=None) -> None:
-        trial = trial or _trial_of(event)
+    def apply(self, event: dict) -> None:
+        trial = _trial_of(event)
         hook = event["hook"]
         if hook == "start":
             super().on_trial_start(None, [], trial)
@@ -120,89 +255,58 @@ class Outbox:
             getattr(super(), f"on_trial_{hook}")(None, [], trial)
 
     def pending(self) -> int:
-        path = self.dir / JOURNAL
-        return len(path.read_text().splitlines()) if path.exists() else 0
+        """Events not logged yet."""
+        return len(self.writer.queue)
 
     def submit(self, event: dict, trial) -> None:
+        writer = self.writer
+        writer.check()
         config = {k: str.__str__(v) if isinstance(v, str) else v for k, v in trial.config.items()}
-        event = {**event, "trial_id": trial.trial_id, "config": config}
-        if not self.pending():
-            try:
-                self.apply(event, trial)
-                return
-            except Exception as e:
-                if not unreachable(e):
-                    raise
-                self._down(e)
-        if event["hook"] in ("complete", "error") and trial.checkpoint is not None:
-            # the trial's storage may be cleaned before the store is back: keep its last state
-            keep = self.dir / FILES / f"{trial.trial_id}-{time.time_ns()}"
+        event = {**event, "trial_id": trial.trial_id, "config": config, "id": f"{trial.trial_id}-{time.time_ns()}"}
+        if event["hook"] in JOURNALED and trial.checkpoint is not None:
+            # the trial's storage may be cleaned before the event is logged: keep its last state
+            keep = self.dir / FILES / event["id"]
             trial.checkpoint.to_directory(str(keep))
             event["checkpoint"] = str(keep)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.dir / JOURNAL, "a") as f:
-            f.write(json.dumps(event, default=_jsonable) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-
-    def flush(self, force: bool = False) -> bool:
-        """Replay the journal (if its back-off has passed, or ``force``); True once it is empty."""
-        path = self.dir / JOURNAL
-        if not path.exists():
-            return True
-        if not force and time.monotonic() < self._next_try:
-            return False
-        events = [json.loads(line) for line in path.read_text().splitlines()]
-        for i, event in enumerate(events):
-            try:
-                self.apply(event)
-            except Exception as e:
-                if not unreachable(e):
-                    raise
-                tmp = path.with_suffix(".tmp")
-                tmp.write_text("".join(json.dumps(ev) + "\n" for ev in events[i:]))
-                os.replace(tmp, path)
-                self._down(e)
-                return False
-        path.unlink()
-        shutil.rmtree(self.dir / FILES, ignore_errors=True)
-        self._up(len(events))
-        return True
+        writer.put(event)
 
     def drain(self) -> bool:
-        """At the end of a sweep (and before a resume): wait for the store until every buffered
-        event is logged; False if it stayed unreachable for ``SUPERPOS_MLFLOW_WAIT_S``."""
-        if self.flush(force=True):
+        """At the end of a sweep: wait for the store until every event is logged; False if it
+        stayed unreachable for ``SUPERPOS_MLFLOW_WAIT_S`` (the journal keeps what matters)."""
+        writer = self.writer
+        end = time.monotonic() + float(os.environ.get(WAIT_ENV, 600))
+        warned = False
+        with writer.cv:
+            writer.next_try = 0.0  # try at once
+            writer.cv.notify_all()
+            while writer.queue and writer.error is None and time.monotonic() < end:
+                if writer.delay != BACKOFF_S and not warned:
+                    print(f"MLflow store {self.tracking_uri} unreachable: {len(writer.queue)} event(s) to log; waiting up to "
+                          f"{end - time.monotonic():.0f} s for it", file=sys.stderr, flush=True)
+                    warned = True
+                writer.cv.wait(min(1.0, max(0.0, end - time.monotonic())))
+            done = not writer.queue
+        writer.check()
+        if done:
             self.report_outage()
-            return True
-        wait = float(os.environ.get(WAIT_ENV, 600))
-        print(f"MLflow store {self.tracking_uri} unreachable: {self.pending()} event(s) buffered in {self.dir}; waiting up to {wait:g} s for it", file=sys.stderr, flush=True)
-        end = time.monotonic() + wait
-        while time.monotonic() < end:
-            time.sleep(max(0.0, min(self._next_try, end) - time.monotonic()))
-            if self.flush(force=True):
-                self.report_outage()
-                return True
-        return False
+        return done
 
     def _down(self, e: BaseException) -> None:
-        super()._reset()  # what MLflow holds is re-read on replay (an event may have half-landed)
-        self._next_try = time.monotonic() + self._delay
-        self._delay = min(self._delay * 2, float(os.environ.get(BACKOFF_MAX_ENV, 60)))
+        super()._reset()  # what MLflow holds is re-read when the event is applied again (it may have half-landed)
         outage = self._outage()
         if outage.get("since") is None:
             outage["since"] = time.time()
-            print(f"warning: MLflow store {self.tracking_uri} unreachable ({str(e)[:300]}); training goes on, logging is buffered in {self.dir}", file=sys.stderr, flush=True)
+            print(f"warning: MLflow store {self.tracking_uri} unreachable ({str(e)[:300]}); training goes on, logging waits "
+                  f"(trials' ends are kept in {self.dir})", file=sys.stderr, flush=True)
             self._save_outage(outage)
 
     def _up(self, n: int) -> None:
-        self._delay, self._next_try = BACKOFF_S, 0.0
         outage = self._outage()
         if outage.get("since") is not None:
             outage["total_s"] = outage.get("total_s", 0.0) + time.time() - outage.pop("since")
             outage["replayed"] = outage.get("replayed", 0) + n
             self._save_outage(outage)
-            print(f"MLflow store {self.tracking_uri} reachable again: {n} buffered event(s) logged", file=sys.stderr, flush=True)
+            print(f"MLflow store {self.tracking_uri} reachable again: logging {n} waiting event(s)", file=sys.stderr, flush=True)
 
     def report_outage(self) -> float:
         """Warn once how long the store was unreachable during this sweep; returns the seconds."""

@@ -201,7 +201,7 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, function=train_group) -> int:
     # one driver per storage path (sweep_lock.py); a Ray that cannot be reached stops the sweep before its state exists
     with sweep_lock(sweep_root(spec, opts)), ray_session(opts.address, worker_env(spec)):
         root, state = start(spec, opts, guards.fingerprint(spec, [m.config.flat() for m in members]))
-        logger = _logger(spec, root, state, opts)
+        logger = _logger(spec, root, state)
         with abandon_if_unstarted(root, state, opts):
             guards.check_resources(spec.resources, opts.address is None, spec.source)
             _tuner(spec, root, "grid", logger, param_space, tune_config, opts.resume, function).fit()
@@ -223,19 +223,16 @@ class BufferedSweepLogger(Outbox, SweepLogger):
     """The driver's MLflow writer (tracking.py), buffered on disk against store outages (outbox.py)."""
 
 
-def _logger(spec: SweepSpec, root: str, state: dict, opts: RunOptions):
-    """The driver's MLflow writer; a resume first replays what an earlier driver could not log."""
-    logger = BufferedSweepLogger(state["tracking_uri"], state["parent_run_id"], spec.name, str(outbox_dir(root)))
-    if opts.resume:
-        logger.flush(force=True)
-    return logger
+def _logger(spec: SweepSpec, root: str, state: dict):
+    """The driver's MLflow writer; it first logs what an earlier driver left in its journal."""
+    return BufferedSweepLogger(state["tracking_uri"], state["parent_run_id"], spec.name, str(outbox_dir(root)))
 
 
 def _drained(spec: SweepSpec, logger) -> bool:
     if logger.drain():
         return True
-    print(f"sweep {spec.name}: the MLflow store stayed unreachable; {logger.pending()} event(s) stay buffered in {logger.dir}, "
-          f"and the same command with --resume logs them", file=sys.stderr, flush=True)
+    print(f"sweep {spec.name}: the MLflow store stayed unreachable; {logger.pending()} event(s) not logged: the ends of the "
+          f"trials are kept in {logger.dir}, and the same command with --resume logs them", file=sys.stderr, flush=True)
     return False
 
 
@@ -273,7 +270,7 @@ def run_search(spec: SweepSpec, opts: RunOptions) -> int:
     best = {}
     with sweep_lock(sweep_root(spec, opts)), ray_session(opts.address, worker_env(spec)):
         root, state = start(spec, opts, guards.fingerprint(spec, [base for _, base in studies]))
-        logger = _logger(spec, root, state, opts)
+        logger = _logger(spec, root, state)
         with abandon_if_unstarted(root, state, opts):
             guards.check_resources(spec.resources, opts.address is None, spec.source)
             for task, base in studies:

@@ -116,8 +116,11 @@ class SweepLogger(tune.Callback):
 
     def _reset(self) -> None:
         self._client = None
+        self._parent = None  # (experiment id, tags) of the parent run
+        self._found: dict[str, object] | None = None  # member id -> its child run as MLflow held it when first needed
         self._runs: dict[str, str] = {}  # member id -> child run id
         self._logged: dict[str, set[int]] = {}  # member id -> the steps MLflow holds
+        self._status: dict[str, str] = {}  # child run id -> its status tag as this logger knows it
         self._trial_members: dict[str, list[Member]] = {}  # Ray trial id -> its members
         self._nodes: dict[str, list[str]] = {}  # child run id -> the nodes it reported from
 
@@ -135,52 +138,72 @@ class SweepLogger(tune.Callback):
         return self._client
 
     # -- child runs ----------------------------------------------------------------------
+    def _parent_run(self) -> tuple[str, dict]:
+        if self._parent is None:
+            parent = self.client.get_run(self.parent_run_id)
+            self._parent = (parent.info.experiment_id, parent.data.tags)
+        return self._parent
+
+    def _found_runs(self) -> dict:
+        """The child runs MLflow holds, read once (paged): a new trial's run is then created
+        without a search of its own, and a resumed one found without one."""
+        if self._found is None:
+            exp, _ = self._parent_run()
+            runs, token = [], None
+            while True:
+                page = self.client.search_runs([exp], filter_string=f"tags.`{PARENT}` = '{self.parent_run_id}'", max_results=1000, page_token=token)
+                runs += page
+                token = page.token
+                if not token:
+                    break
+            self._found = {r.data.tags.get(TRIAL_ID): r for r in runs}
+        return self._found
+
     def child(self, member: Member, group: str) -> str:
         """Find the member's child run under the parent, or create it (tags, params)."""
         if member.id in self._runs:
             return self._runs[member.id]
-        client = self.client
-        parent = client.get_run(self.parent_run_id)
-        found = client.search_runs(
-            [parent.info.experiment_id],
-            filter_string=f"tags.`{PARENT}` = '{self.parent_run_id}' and tags.`{TRIAL_ID}` = '{member.id}'",
-        )
-        if found:
-            run_id = found[0].info.run_id
-            self._logged[member.id] = {m.step for m in client.get_metric_history(run_id, STEP_KEY)}
+        found = self._found_runs().get(member.id)
+        if found is not None:
+            run_id = found.info.run_id
+            self._logged[member.id] = {m.step for m in self.client.get_metric_history(run_id, STEP_KEY)}
+            self._status[run_id] = found.data.tags.get("status", "")
+            self._nodes[run_id] = [n for n in found.data.tags.get(NODES, "").split(",") if n]
         else:
             from mlflow.entities import Param
 
-            inherited = {k: v for k, v in parent.data.tags.items() if k in INHERITED_TAGS}
+            exp, parent_tags = self._parent_run()
+            inherited = {k: v for k, v in parent_tags.items() if k in INHERITED_TAGS}
             tags = {**trial_tags(member, self.sweep), **inherited, PARENT: self.parent_run_id, GROUP: group, "status": "running"}
-            run_id = client.create_run(parent.info.experiment_id, run_name=member.label(), tags=tags).info.run_id
+            run_id = self.client.create_run(exp, run_name=member.label(), tags=tags).info.run_id
             params = [Param(k, v if isinstance(v, str) else json.dumps(v)) for k, v in sorted(member.config.flat().items())]
-            client.log_batch(run_id, params=params)
-            self._logged[member.id] = set()
+            self.client.log_batch(run_id, params=params)
+            self._logged[member.id], self._status[run_id], self._nodes[run_id] = set(), "running", []
         self._runs[member.id] = run_id
         return run_id
 
-    def log_record(self, member_id: str, record: dict) -> None:
-        """Log one evaluation unless its step is already in MLflow (retries, resume). Any step
-        MLflow lacks is logged, also one below the last logged: a resumed trial may report a
-        later step first, and its checkpoint's history at close fills in the earlier one."""
+    def log_record(self, member_id: str, record: dict, tags: list | None = None) -> None:
+        """Log one evaluation unless its step is already in MLflow (retries, resume), with
+        ``tags`` in the same request. Any step MLflow lacks is logged, also one below the last
+        logged: a resumed trial may report a later step first, and its checkpoint's history at
+        close fills in the earlier one."""
         step = int(record["step"])
-        if step in self._logged[member_id]:
-            return
-        self.client.log_batch(self._runs[member_id], metrics=metrics_of(record, int(time.time() * 1000)))
+        metrics = [] if step in self._logged[member_id] else metrics_of(record, int(time.time() * 1000))
+        if metrics or tags:
+            self.client.log_batch(self._runs[member_id], metrics=metrics, tags=tags or [])
         self._logged[member_id].add(step)
 
-    def tag_node(self, run_id: str, node: str) -> None:
+    def node_tags(self, run_id: str, node: str | None) -> list:
         """Tags ``superpos.node`` (where the trial reported last) and ``superpos.nodes`` (every
-        node it reported from, in order: a trial moved by a node failure shows both)."""
-        if run_id not in self._nodes:  # a resumed driver continues the run's list
-            self._nodes[run_id] = [n for n in self.client.get_run(run_id).data.tags.get(NODES, "").split(",") if n]
+        node it reported from, in order: a trial moved by a node failure shows both), when the
+        node is new to the run."""
         nodes = self._nodes[run_id]
-        if nodes[-1:] != [node]:
-            from mlflow.entities import RunTag
+        if not node or nodes[-1:] == [node]:
+            return []
+        from mlflow.entities import RunTag
 
-            nodes.append(node)
-            self.client.log_batch(run_id, tags=[RunTag(NODE, node), RunTag(NODES, ",".join(nodes))])
+        nodes.append(node)
+        return [RunTag(NODE, node), RunTag(NODES, ",".join(nodes))]
 
     def _members(self, trial) -> list[Member]:
         if trial.trial_id not in self._trial_members:
@@ -191,21 +214,26 @@ class SweepLogger(tune.Callback):
     def on_trial_start(self, iteration, trials, trial, **info):
         for m in self._members(trial):
             run_id = self.child(m, trial.trial_id)
-            run = self.client.get_run(run_id)
-            if run.data.tags.get("status") in ("failed", "stopped"):  # re-run by --resume
+            if self._status[run_id] in ("failed", "stopped"):  # re-run by --resume
                 self.client.set_tag(run_id, "status", "running")
                 self.client.update_run(run_id, status="RUNNING")
+                self._status[run_id] = "running"
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        from mlflow.entities import RunTag
+
         members = {m.id: m for m in self._members(trial)}
         for mid, entry in result.get(MEMBERS_KEY, {}).items():
             run_id = self.child(members[mid], trial.trial_id)
-            if entry.get("node"):
-                self.tag_node(run_id, entry["node"])
-            if "step" in entry:
-                self.log_record(mid, entry)
+            tags = self.node_tags(run_id, entry.get("node"))
             if entry.get("status") not in (None, "running"):
-                self.client.set_tag(run_id, "status", entry["status"])
+                tags.append(RunTag("status", entry["status"]))
+            if "step" in entry:
+                self.log_record(mid, entry, tags)
+            elif tags:
+                self.client.log_batch(run_id, tags=tags)
+            if entry.get("status") not in (None, "running"):
+                self._status[run_id] = entry["status"]
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         # a trial that ended by itself has result.json in its checkpoint; one without was
@@ -216,7 +244,10 @@ class SweepLogger(tune.Callback):
         self.close(trial, default_status="failed", run_status="FAILED")
 
     def close(self, trial, default_status: str, run_status: str) -> None:
-        """End the trial's child runs: complete the history, log artifacts, set the status."""
+        """End the trial's child runs: complete the history, log artifacts, then the tags (the
+        status last but for the run's own status) in one request."""
+        from mlflow.entities import RunTag
+
         members = self._members(trial)
         checkpoint = trial.checkpoint
         with tempfile.TemporaryDirectory(prefix="superpos-artifacts-") as tmp:
@@ -224,7 +255,7 @@ class SweepLogger(tune.Callback):
             for m in members:
                 run_id = self.child(m, trial.trial_id)
                 d = root / m.id if root is not None else None
-                status = default_status
+                status, tags = default_status, []
                 if d is not None and d.is_dir():
                     records = [json.loads(line) for line in (d / METRICS_FILE).read_text().splitlines()] if (d / METRICS_FILE).exists() else []
                     for record in records:
@@ -233,16 +264,17 @@ class SweepLogger(tune.Callback):
                         result = json.loads((d / RESULT_FILE).read_text())
                         status = result["status"]
                         if status == "failed":  # bad input found inside the trial (trainable.py)
-                            self.client.set_tag(run_id, "superpos.error", result.get("message", "")[:5000])
+                            tags.append(RunTag("superpos.error", result.get("message", "")[:5000]))
                     elif default_status == "stopped":
                         (d / RESULT_FILE).write_text(json.dumps(stopped_result(records, d / PROMPT_FILE), indent=2) + "\n")
                     for name in (PROMPT_FILE, BEST_PROMPT_FILE, CONFIG_FILE, RESULT_FILE, ENVIRONMENT_FILE):
                         if (d / name).exists():
                             self.client.log_artifact(run_id, str(d / name))
                     if (d / ENVIRONMENT_FILE).exists():  # where the trial ran, not the driver's
-                        self.client.log_batch(run_id, tags=env_tags(d / ENVIRONMENT_FILE))
-                self.client.set_tag(run_id, "status", status)
+                        tags += env_tags(d / ENVIRONMENT_FILE)
+                self.client.log_batch(run_id, tags=[*tags, RunTag("status", status)])
                 self.client.set_terminated(run_id, "FINISHED" if status in ("finished", "diverged", "stopped") else "FAILED" if status == "failed" else run_status)
+                self._status[run_id] = status
 
 
 def env_tags(path: Path) -> list:
