@@ -46,7 +46,7 @@ from pathlib import Path
 from superpos.errors import ConfigError
 from superpos.run_dir import BEST_PROMPT_FILE, CONFIG_FILE, METRICS_FILE, PROMPT_FILE, RESULT_FILE
 
-from trainables.runner import run_sweep
+from trainables.runner import run_sweep, start_local_ray
 from trainables.spec import parse_spec
 from trainables.spec.trial_config import members_of
 from trainables.sweep_state import RunOptions
@@ -251,7 +251,7 @@ def local_ray(cpus: float):
     import ray
 
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    start_local_ray(num_cpus=cpus, log_to_driver=False)  # on 127.0.0.1 only, like a sweep's
     try:
         yield
     finally:

@@ -42,6 +42,39 @@ from trainables.tune_snapshot import repair_missing_checkpoints
 from trainables.trainable import train_group
 
 # -- Ray --------------------------------------------------------------------------------
+LOOPBACK = "127.0.0.1"
+
+
+def start_local_ray(**kwargs) -> None:
+    """Start a new local Ray (``address="local"``: never one already running here; no
+    dashboard) whose servers listen on 127.0.0.1 only; ``kwargs`` go to ``ray.init``.
+
+    Security: a laptop or a shared login node must not expose the sweep's Ray (the ports of
+    its GCS, raylet, object manager, workers and agents) to the network. Ray binds them to
+    127.0.0.1 only when the node's IP is exactly 127.0.0.1 (otherwise to all interfaces, and
+    the runtime-env agent to the machine's routable IP), but on Linux ``ray.init`` rewrites
+    ``_node_ip_address="127.0.0.1"`` to the routable IP unless Ray clusters are off
+    (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, Ray's default on macOS and Windows, read when
+    Ray is imported). So they are off while this node starts, and only then: its workers and
+    agents are given the node's IP on their command lines, and a later
+    ``ray.init(address=...)`` in this process joins a cluster as before. A Ray that starts on
+    another IP all the same is shut down, not used (tests/test_local_ray_loopback.py)."""
+    import ray
+    from ray._private import ray_constants
+
+    kwargs.setdefault("include_dashboard", False)  # no dashboard server on a laptop
+    enabled = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(address="local", _node_ip_address=LOOPBACK, **kwargs)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = enabled
+    ip = ray.util.get_node_ip_address()
+    if ip != LOOPBACK:
+        ray.shutdown()
+        raise RuntimeError(f"the local Ray started on {ip}, not {LOOPBACK}: refusing to run a sweep on a Ray open to the network")
+
+
 @contextlib.contextmanager
 def ray_session(address: str | None, env_vars: dict[str, str] | None = None):
     """Join the cluster at ``address``, or start a new local Ray, with ``env_vars`` in every
@@ -63,8 +96,8 @@ def ray_session(address: str | None, env_vars: dict[str, str] | None = None):
             raise ConfigError(f"--address {address}: {e}") from None
     else:
         # a new local instance, never one that `ray start` (or another program) left running
-        # here: ray.init() would join it, and its nodes' fate would be this sweep's
-        ray.init(address="local", include_dashboard=False, runtime_env=runtime_env)  # no dashboard server on a laptop
+        # here: ray.init() would join it, and its nodes' fate would be this sweep's; on 127.0.0.1 only
+        start_local_ray(runtime_env=runtime_env)
     try:
         yield
     finally:
