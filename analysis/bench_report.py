@@ -28,6 +28,9 @@ import urllib.request
 import uuid
 from pathlib import Path
 from unittest import mock
+from urllib.parse import urlparse
+
+import numpy as np
 
 from analysis import history
 
@@ -35,6 +38,8 @@ TASKS = ("rte", "cb", "copa", "wic", "boolq", "mrpc", "stsb", "cola", "sst2", "q
 METHODS = ("simple", "residual", "superpos", "lowrank", "full")
 MODELS = ("google/t5-small-lm-adapt", "google/t5-base-lm-adapt")
 EXPERIMENT = "bench"
+#: a SuperPos prompt's shape in the synthetic sweep: n prompt tokens, m sampled embeddings each
+PROMPT_LENGTH, M = 10, 128
 
 
 #: metrics in the order each evaluation logs them (docs/mlflow-layout.md)
@@ -50,7 +55,6 @@ def write_sweep(uri: str, artifacts: Path, runs: int, evaluations: int) -> None:
     runs' inserted in bulk. Through the client a run cost 0.1 to 0.7 s (several transactions, a
     latest-metric lookup per batch), an hour or more for 5,000 runs. The experiment and the parent
     run still go through the client, which also creates the schema."""
-    import numpy as np
     from mlflow import MlflowClient
     from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlRun, SqlTag
     from mlflow.utils.time import get_current_time_millis
@@ -62,7 +66,7 @@ def write_sweep(uri: str, artifacts: Path, runs: int, evaluations: int) -> None:
     parent = client.create_run(exp, tags={"superpos.role": "sweep", "superpos.sweep": EXPERIMENT}, run_name=EXPERIMENT).info.run_id
     location, engine = client.get_experiment(exp).artifact_location, client._tracking_client.store.engine
     cells = itertools.cycle(itertools.product(range(3), MODELS, METHODS, (True, False), TASKS))
-    rng = np.random.default_rng(0)
+    rng, prompt_rng = np.random.default_rng(0), np.random.default_rng(1)  # the metrics' draws as before prompts were written
     steps = [(j + 1) * 100 for j in range(evaluations)]
     stamps = [1_700_000_000_000 + j for j in range(evaluations)]
     # columns of the metrics that do not depend on the run: train_loss, epoch, examples, invalid_rate
@@ -86,7 +90,10 @@ def write_sweep(uri: str, artifacts: Path, runs: int, evaluations: int) -> None:
             # the latest of each key by (step, timestamp, value), as MLflow keeps it: the last evaluation's
             latest_rows += metric_rows[-len(KEYS):] if evaluations else []
             tag_rows += [{"run_uuid": rid, "key": k, "value": v} for k, v in tags.items()]
-            run_rows.append({"run_uuid": rid, "name": f"trial{i}", "artifact_uri": append_to_uri_path(location, rid, "artifacts"),
+            artifact_uri = append_to_uri_path(location, rid, "artifacts")
+            if method == "superpos":  # Figure 2d reads it; every run samples the same tokens, as a shared seed does
+                write_prompt(Path(urlparse(artifact_uri).path), prompt_rng)
+            run_rows.append({"run_uuid": rid, "name": f"trial{i}", "artifact_uri": artifact_uri,
                              "experiment_id": int(exp), "source_type": "UNKNOWN", "source_name": "", "entry_point_name": "",
                              "user_id": "unknown", "status": "FINISHED", "start_time": start,
                              "end_time": max(get_current_time_millis(), start), "deleted_time": None, "source_version": "",
@@ -96,6 +103,15 @@ def write_sweep(uri: str, artifacts: Path, runs: int, evaluations: int) -> None:
                 if rows:
                     connection.execute(insert(table.__table__), rows)
     client.set_terminated(parent, "FINISHED")
+
+
+def write_prompt(artifacts: Path, rng) -> None:
+    """A SuperPos run's prompt.safetensors: p_prime (PROMPT_LENGTH, M), the M token_ids."""
+    from safetensors.numpy import save_file
+
+    artifacts.mkdir(parents=True, exist_ok=True)
+    p_prime = rng.standard_normal((PROMPT_LENGTH, M), dtype=np.float32)
+    save_file({"p_prime": p_prime, "token_ids": np.arange(M, dtype=np.int64) * 7}, str(artifacts / "prompt.safetensors"))
 
 
 def free_port() -> int:

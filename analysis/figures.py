@@ -177,26 +177,48 @@ def figure_2c(exp: Experiment, model: str, out_dir: Path, tasks=None) -> FigureF
     return _save(fig, out_dir, f"fig2c_{slug(model)}", title, notes)
 
 
-def _prompts(exp: Experiment, best: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
-    """The superpos runs whose prompt artifact holds p_prime and token_ids, with those arrays."""
+def _prompt_row(exp: Experiment, run, notes: list[str]) -> dict | None:
+    """The run's p_prime and token_ids from its prompt artifact; None (and a note) if unreadable."""
     from mlflow.exceptions import MlflowException
     from safetensors import SafetensorError
 
-    rows = []
-    for run in best.itertuples(index=False):
-        try:
-            tensors = load_prompt(exp.tracking_uri, run.run_id)
-        except (MlflowException, OSError, SafetensorError, TypeError, ValueError) as e:
-            notes.append(f"Figure 2d: run {run.run_id} ({run.task}) left out: cannot read its prompt.safetensors ({e})")
-            continue
-        lacking = [k for k in ("p_prime", "token_ids") if k not in tensors]
-        if lacking:
-            notes.append(f"Figure 2d: run {run.run_id} ({run.task}) left out: prompt.safetensors lacks {', '.join(lacking)}")
-            continue
-        token_ids = np.asarray(tensors["token_ids"]).astype(np.int64)
-        rows.append({"run_id": run.run_id, "task": run.task, "score": run.score, "p_prime": np.asarray(tensors["p_prime"], dtype=np.float64),
-                     "m": len(token_ids), "tokens": token_ids.tobytes()})
-    return pd.DataFrame(rows)
+    try:
+        tensors = load_prompt(exp.tracking_uri, run.run_id)
+    except (MlflowException, OSError, SafetensorError, TypeError, ValueError) as e:
+        notes.append(f"Figure 2d: run {run.run_id} ({run.task}) left out: cannot read its prompt.safetensors ({e})")
+        return None
+    lacking = [k for k in ("p_prime", "token_ids") if k not in tensors]
+    if lacking:
+        notes.append(f"Figure 2d: run {run.run_id} ({run.task}) left out: prompt.safetensors lacks {', '.join(lacking)}")
+        return None
+    token_ids = np.asarray(tensors["token_ids"]).astype(np.int64)
+    return {"run_id": run.run_id, "task": run.task, "score": run.score, "p_prime": np.asarray(tensors["p_prime"], dtype=np.float64),
+            "m": len(token_ids), "tokens": token_ids.tobytes()}
+
+
+def _prompts(exp: Experiment, best: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    """The superpos runs whose prompt artifact holds p_prime and token_ids, with those arrays.
+
+    Each prompt is a download, so a big sweep's runs are not all read when fewer decide the
+    figure: per task the runs are read best score first, up to the first readable one; when
+    those share one (m, token_ids) and their m is the largest of all runs, that group covers
+    every task and wins figure_2d's choice (most tasks, then the largest m), and each task's
+    run read is its best in the group: the figure is the one all prompts would give. Otherwise
+    every prompt is read."""
+    ordered = best.sort_values(["task", "score"], ascending=[True, False], kind="stable")
+    rows, read = [], set()
+    for _, runs in ordered.groupby("task", sort=False):
+        for run in runs.itertuples(index=False):
+            read.add(run.run_id)
+            row = _prompt_row(exp, run, notes)
+            if row is not None:
+                rows.append(row)
+                break
+    keys, largest = {(r["m"], r["tokens"]) for r in rows}, best["m"].max()
+    if len(keys) == 1 and not pd.isna(largest) and rows[0]["m"] == int(largest):
+        return pd.DataFrame(rows)
+    rest = [row for run in best.itertuples(index=False) if run.run_id not in read and (row := _prompt_row(exp, run, notes)) is not None]
+    return pd.DataFrame(rows + rest)
 
 
 def cosine_matrices(p_primes: list[np.ndarray]) -> np.ndarray:

@@ -99,3 +99,45 @@ def test_main_variant_keeps_the_most_common_setting_per_cell():
     assert chosen == {("rte", "superpos"): {(64, False)}, ("cb", "superpos"): {(128, False)}, ("copa", "superpos"): {(128, False)},
                       ("rte", "simple"): {(pd.NA, False)}, ("cb", "simple"): {(16, False)}}
     assert len(kept) == 3 + 1 + 1 + 2 + 1
+
+
+# -- Figure 2d reads a prompt per task when the best runs decide it --------------------------
+def _best(spec):
+    """``best`` rows (run_id, task, score, m) from {run_id: (task, score, m, token set)}."""
+    return pd.DataFrame([{"run_id": r, "task": t, "score": s, "m": m} for r, (t, s, m, _) in spec.items()]).astype({"m": "Int64"})
+
+
+def _read_prompts(monkeypatch, spec, unreadable=()):
+    reads = []
+
+    def load_prompt(uri, run_id):
+        reads.append(run_id)
+        if run_id in unreadable:
+            raise OSError("no such artifact")
+        _, _, m, tokens = spec[run_id]
+        return {"p_prime": np.ones((2, m)), "token_ids": np.arange(tokens, tokens + m)}
+
+    monkeypatch.setattr(figures, "load_prompt", load_prompt)
+    notes = []
+    prompts = figures._prompts(Experiment("uri", "e", "0", pd.DataFrame(), pd.DataFrame(), []), _best(spec), notes)
+    return prompts, reads, notes
+
+
+def test_figure_2d_reads_one_prompt_per_task_when_the_best_runs_share_their_tokens(monkeypatch):
+    spec = {"r1": ("rte", 0.8, 8, 0), "r2": ("rte", 0.7, 8, 0), "r3": ("rte", 0.9, 8, 0), "r4": ("rte", 0.6, 8, 100),
+            "c1": ("cb", 0.9, 8, 0), "c2": ("cb", 0.5, 8, 100)}
+    prompts, reads, notes = _read_prompts(monkeypatch, spec, unreadable={"r3"})
+    # rte's best run is unreadable: the next best is read; then both tasks' runs share m and tokens
+    assert reads == ["c1", "r3", "r1"] and sorted(prompts["run_id"]) == ["c1", "r1"]
+    assert notes == ["Figure 2d: run r3 (rte) left out: cannot read its prompt.safetensors (no such artifact)"]
+
+
+@pytest.mark.parametrize("case", ["other tokens", "larger m elsewhere"])
+def test_figure_2d_reads_every_prompt_when_the_best_runs_do_not_decide(monkeypatch, case):
+    spec = {"r1": ("rte", 0.8, 8, 0), "r2": ("rte", 0.7, 8, 0), "c1": ("cb", 0.9, 8, 0), "c2": ("cb", 0.5, 8, 0)}
+    if case == "other tokens":
+        spec["c1"] = ("cb", 0.9, 8, 100)
+    else:  # a group with a larger m could also cover every task, and would win
+        spec |= {"r9": ("rte", 0.1, 16, 0), "c9": ("cb", 0.1, 16, 0)}
+    prompts, reads, _ = _read_prompts(monkeypatch, spec)
+    assert sorted(reads) == sorted(spec) and sorted(prompts["run_id"]) == sorted(spec)

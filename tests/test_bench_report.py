@@ -83,3 +83,17 @@ def test_bulk_writer_leaves_what_the_client_would(tmp_path, monkeypatch):
     # a cell's repeated trials are told apart by start time (load_experiment sorts on it)
     starts = [s for s, _ in times]
     assert starts == sorted(set(starts)) and all(end >= start for start, end in times)
+
+
+def test_superpos_runs_have_a_prompt_figure_2d_reads(tmp_path):
+    from analysis.runs import load_experiment, load_prompt
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    bench_report.write_sweep(uri, tmp_path / "artifacts", 60, 2)  # the cells cycle: runs 40-59 are superpos
+    runs = load_experiment(uri, bench_report.EXPERIMENT).runs
+    superpos = runs[runs["method"] == "superpos"]
+    assert len(superpos) >= 2
+    prompts = [load_prompt(uri, r) for r in superpos["run_id"]]
+    assert all(p["p_prime"].shape == (bench_report.PROMPT_LENGTH, bench_report.M) for p in prompts)
+    assert all((p["token_ids"] == prompts[0]["token_ids"]).all() for p in prompts)
+    assert not (prompts[0]["p_prime"] == prompts[1]["p_prime"]).all()
