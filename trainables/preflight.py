@@ -20,9 +20,11 @@ from superpos.errors import ConfigError
 
 #: seconds to wait for the tracking server or the Ray head to answer
 CHECK_TIMEOUT_S = 5.0
-#: the driver's MLflow HTTP client during a sweep (MLflow's defaults: 7 retries with back-off, 120 s timeout);
-#: a value the user sets in the environment wins
-DRIVER_MLFLOW_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+#: the driver's MLflow HTTP client during a sweep (MLflow's defaults: 7 retries with back-off, 120 s timeout),
+#: and no "View run" line per ended child run (MLflow prints one, after a get_run of its own, at
+#: each set_terminated through a tracking server: thousands in a sweep's output); a value the user
+#: sets in the environment wins
+DRIVER_MLFLOW_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 
 
 def check_tracking_uri(uri: str, where: str) -> None:

@@ -96,6 +96,12 @@ def trial_tags(member: Member, sweep: str) -> dict:
     }
 
 
+def params_of(member: Member) -> list:
+    from mlflow.entities import Param
+
+    return [Param(k, v if isinstance(v, str) else json.dumps(v)) for k, v in sorted(member.config.flat().items())]
+
+
 def metrics_of(record: dict, timestamp: int):
     from mlflow.entities import Metric
 
@@ -123,6 +129,7 @@ class SweepLogger(tune.Callback):
         self._status: dict[str, str] = {}  # child run id -> its status tag as this logger knows it
         self._trial_members: dict[str, list[Member]] = {}  # Ray trial id -> its members
         self._nodes: dict[str, list[str]] = {}  # child run id -> the nodes it reported from
+        self._params: dict[str, list] = {}  # child run id -> its params, not logged yet
 
     def __getstate__(self):
         return {"tracking_uri": self.tracking_uri, "parent_run_id": self.parent_run_id, "sweep": self.sweep}
@@ -169,15 +176,15 @@ class SweepLogger(tune.Callback):
             self._logged[member.id] = {m.step for m in self.client.get_metric_history(run_id, STEP_KEY)}
             self._status[run_id] = found.data.tags.get("status", "")
             self._nodes[run_id] = [n for n in found.data.tags.get(NODES, "").split(",") if n]
+            if not found.data.params:  # created by a driver that died before its next request
+                self._params[run_id] = params_of(member)
         else:
-            from mlflow.entities import Param
-
             exp, parent_tags = self._parent_run()
             inherited = {k: v for k, v in parent_tags.items() if k in INHERITED_TAGS}
             tags = {**trial_tags(member, self.sweep), **inherited, PARENT: self.parent_run_id, GROUP: group, "status": "running"}
             run_id = self.client.create_run(exp, run_name=member.label(), tags=tags).info.run_id
-            params = [Param(k, v if isinstance(v, str) else json.dumps(v)) for k, v in sorted(member.config.flat().items())]
-            self.client.log_batch(run_id, params=params)
+            # sent with the run's next request (its first evaluation, or its end)
+            self._params[run_id] = params_of(member)
             self._logged[member.id], self._status[run_id], self._nodes[run_id] = set(), "running", []
         self._runs[member.id] = run_id
         return run_id
@@ -190,8 +197,14 @@ class SweepLogger(tune.Callback):
         step = int(record["step"])
         metrics = [] if step in self._logged[member_id] else metrics_of(record, int(time.time() * 1000))
         if metrics or tags:
-            self.client.log_batch(self._runs[member_id], metrics=metrics, tags=tags or [])
+            self.batch(self._runs[member_id], metrics=metrics, tags=tags or [])
         self._logged[member_id].add(step)
+
+    def batch(self, run_id: str, metrics=(), tags=()) -> None:
+        """One ``log_batch``, with the run's params if they are not logged yet."""
+        params = self._params.get(run_id, [])
+        self.client.log_batch(run_id, metrics=list(metrics), params=params, tags=list(tags))
+        self._params.pop(run_id, None)
 
     def node_tags(self, run_id: str, node: str | None) -> list:
         """Tags ``superpos.node`` (where the trial reported last) and ``superpos.nodes`` (every
@@ -231,7 +244,7 @@ class SweepLogger(tune.Callback):
             if "step" in entry:
                 self.log_record(mid, entry, tags)
             elif tags:
-                self.client.log_batch(run_id, tags=tags)
+                self.batch(run_id, tags=tags)
             if entry.get("status") not in (None, "running"):
                 self._status[run_id] = entry["status"]
 
@@ -272,7 +285,7 @@ class SweepLogger(tune.Callback):
                             self.client.log_artifact(run_id, str(d / name))
                     if (d / ENVIRONMENT_FILE).exists():  # where the trial ran, not the driver's
                         tags += env_tags(d / ENVIRONMENT_FILE)
-                self.client.log_batch(run_id, tags=[*tags, RunTag("status", status)])
+                self.batch(run_id, tags=[*tags, RunTag("status", status)])
                 self.client.set_terminated(run_id, "FINISHED" if status in ("finished", "diverged", "stopped") else "FAILED" if status == "failed" else run_status)
                 self._status[run_id] = status
 
