@@ -94,7 +94,7 @@ class Writer:
         self.queue: deque[dict] = deque(self._adopt())  # what an earlier driver could not log
         self.error: BaseException | None = None
         self.stopped = False
-        self.delay, self.next_try = BACKOFF_S, 0.0
+        self.delay, self.next_try, self.down = BACKOFF_S, 0.0, False
         self.thread: threading.Thread | None = None
         if self.queue:
             self.start()
@@ -125,35 +125,43 @@ class Writer:
             self.cv.notify_all()
 
     def _run(self) -> None:
-        while True:
+        try:
+            while self._next():
+                pass
+        except BaseException as e:  # the journal's disk, say: seen by Tune's loop, not lost with the thread
             with self.cv:
-                while not self.stopped and (not self.queue or time.monotonic() < self.next_try):
-                    self.cv.wait(None if not self.queue else self.next_try - time.monotonic())
-                if self.stopped:
-                    return
-                event = self.queue[0]
-            try:
-                self.box.apply(event)
-            except Exception as e:
-                if not unreachable(e):
-                    with self.cv:
-                        self.error = e
-                        self.cv.notify_all()
-                    return
-                self.next_try = time.monotonic() + self.delay
-                self.delay = min(self.delay * 2, float(os.environ.get(BACKOFF_MAX_ENV, 60)))
-                self.box._down(e)
-                continue
-            if self.delay != BACKOFF_S:  # the store is back
-                self.delay = BACKOFF_S
-                self.box._up(len(self.queue))
-            with self.cv:
-                if self.stopped:  # taken over by a new driver: the journal is its
-                    return
-                if event["hook"] in JOURNALED:
-                    self._remove(event)
-                self.queue.popleft()
+                self.error = e
                 self.cv.notify_all()
+
+    def _next(self) -> bool:
+        """Apply the oldest event, or wait out the back-off; False once the thread is to end."""
+        with self.cv:
+            while not self.stopped and (not self.queue or time.monotonic() < self.next_try):
+                self.cv.wait(None if not self.queue else self.next_try - time.monotonic())
+            if self.stopped:
+                return False
+            event = self.queue[0]
+        try:
+            self.box.apply(event)
+        except Exception as e:
+            if not unreachable(e):
+                raise
+            self.next_try = time.monotonic() + self.delay
+            self.delay = min(self.delay * 2, float(os.environ.get(BACKOFF_MAX_ENV, 60)))
+            self.down = True
+            self.box._down(e)
+            return True
+        if self.down:  # the store is back
+            self.delay, self.down = BACKOFF_S, False
+            self.box._up(len(self.queue))
+        with self.cv:
+            if self.stopped:  # taken over by a new driver: the journal is its
+                return False
+            if event["hook"] in JOURNALED:
+                self._remove(event)
+            self.queue.popleft()
+            self.cv.notify_all()
+        return True
 
     # -- the journal (appended by Tune's thread, trimmed by the writer: under ``cv``) ------
     def _journal(self) -> list[dict]:
@@ -280,7 +288,7 @@ class Outbox:
             writer.next_try = 0.0  # try at once
             writer.cv.notify_all()
             while writer.queue and writer.error is None and time.monotonic() < end:
-                if writer.delay != BACKOFF_S and not warned:
+                if writer.down and not warned:
                     print(f"MLflow store {self.tracking_uri} unreachable: {len(writer.queue)} event(s) to log; waiting up to "
                           f"{end - time.monotonic():.0f} s for it", file=sys.stderr, flush=True)
                     warned = True
