@@ -96,6 +96,17 @@ def trial_tags(member: Member, sweep: str) -> dict:
     }
 
 
+def search_all(client, experiment_id: str, filter_string: str) -> list:
+    """Every run of the experiment that the filter matches, page by page (a search answers at most 1,000 a page)."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=filter_string, max_results=1000, page_token=token)
+        runs += page
+        token = page.token
+        if not token:
+            return runs
+
+
 def params_of(member: Member) -> list:
     from mlflow.entities import Param
 
@@ -156,14 +167,7 @@ class SweepLogger(tune.Callback):
         without a search of its own, and a resumed one found without one."""
         if self._found is None:
             exp, _ = self._parent_run()
-            runs, token = [], None
-            while True:
-                page = self.client.search_runs([exp], filter_string=f"tags.`{PARENT}` = '{self.parent_run_id}'", max_results=1000, page_token=token)
-                runs += page
-                token = page.token
-                if not token:
-                    break
-            self._found = {r.data.tags.get(TRIAL_ID): r for r in runs}
+            self._found = {r.data.tags.get(TRIAL_ID): r for r in search_all(self.client, exp, f"tags.`{PARENT}` = '{self.parent_run_id}'")}
         return self._found
 
     def child(self, member: Member, group: str) -> str:
@@ -333,7 +337,7 @@ def drop_lost_runs(tracking_uri: str, parent_run_id: str, task: str, kept: set[s
     UI, restorable), leaving one child run per trial. Returns their trial ids."""
     client = client_for(tracking_uri)
     exp = client.get_run(parent_run_id).info.experiment_id
-    runs = client.search_runs([exp], filter_string=f"tags.`{PARENT}` = '{parent_run_id}' and tags.task = '{task}'", max_results=50000)
+    runs = search_all(client, exp, f"tags.`{PARENT}` = '{parent_run_id}' and tags.task = '{task}'")
     lost = [r for r in runs if r.data.tags.get("status") == "running" and r.data.tags.get(TRIAL_ID) not in kept]
     for r in lost:
         client.set_tag(r.info.run_id, "status", "lost")
@@ -346,7 +350,7 @@ def child_statuses(tracking_uri: str, parent_run_id: str) -> list[tuple[str, str
     """(task, status tag) of every child run of a sweep: what has ended is what MLflow holds."""
     client = client_for(tracking_uri)
     exp = client.get_run(parent_run_id).info.experiment_id
-    runs = client.search_runs([exp], filter_string=f"tags.`{PARENT}` = '{parent_run_id}'", max_results=50000)
+    runs = search_all(client, exp, f"tags.`{PARENT}` = '{parent_run_id}'")
     return [(r.data.tags.get("task", ""), r.data.tags.get("status", "")) for r in runs]
 
 
