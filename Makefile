@@ -20,10 +20,14 @@ $(VENV)/$(LOCK): pyproject.toml $(LOCK)
 install: $(VENV)/$(LOCK)
 
 # the lock: pip's resolution of torch 2.13.0 + pyproject.toml (with the dev extra) in a
-# throw-away venv, as a dry run (nothing is installed, so it takes seconds once wheels are cached)
+# throw-away venv, as a dry run (nothing is installed, so it takes seconds once wheels are cached).
+# The current lock constrains it: a new dependency adds its packages and moves no other pin, so
+# figures measured with the old lock still describe the same code; `make lock UPGRADE=1` resolves
+# every package anew (then re-measure)
 lock:
 	rm -rf build/lock && python3 -m venv build/lock
-	build/lock/bin/python -m pip install -q --dry-run --ignore-installed --report build/lock/report.json torch==2.13.0 -e ".[dev]"
+	build/lock/bin/python -m pip install -q --dry-run --ignore-installed --report build/lock/report.json torch==2.13.0 -e ".[dev]" \
+		$(if $(UPGRADE),,$(if $(wildcard $(LOCK)),-c $(LOCK)))
 	python3 -m superpos.environment lock build/lock/report.json > build/lock/$(LOCK)
 	mv build/lock/$(LOCK) $(LOCK)
 

@@ -1,8 +1,9 @@
 """deploy/onprem/cluster.yaml launched for real with `ray up`: three "machines" on loopback
 addresses of this host (head 127.0.0.4, workers 127.0.0.2 and 127.0.0.3), reached over SSH
 through an sshd this test starts (Debian's openssh-server; its own port, host key, config and
-authorized key in a temp dir; not the system service). A sweep started on the head with `ray exec`
-runs its trials on both workers; one worker's Ray is stopped over SSH while a trial trains on it,
+authorized key in a temp dir; not the system service). A sweep submitted with `ray job submit` to
+the head's job server runs its trials on both workers, is stopped with `ray job stop` and resubmitted
+with `--resume`; one worker's Ray is stopped over SSH while a trial trains on it,
 the trial continues from its checkpoint on the other worker, the sweep finishes; `ray down`
 leaves no process of the test behind.
 
@@ -148,7 +149,7 @@ def lab(tmp_path):
 
         config["head_start_ray_commands"] = [
             "ray stop",
-            f"RAY_enable_autoscaler_v2=0 ray start --head --node-ip-address={HEAD} --port={gcs} --num-cpus=0 --temp-dir={root}/nodes/{HEAD} "
+            f"RAY_enable_autoscaler_v2=0 RAY_JOB_STOP_SIGNAL=SIGINT RAY_JOB_STOP_WAIT_TIME_S=120 ray start --head --node-ip-address={HEAD} --port={gcs} --num-cpus=0 --temp-dir={root}/nodes/{HEAD} "
             f"--autoscaling-config=~/ray_bootstrap_config.yaml --dashboard-host=127.0.0.1 --dashboard-port={dashboard} {node_options(node_ports[:10])}",
         ]
         # per worker: its address from the SSH connection, its temp dir and ports
@@ -161,7 +162,7 @@ def lab(tmp_path):
         ]
         (root / "cluster.yaml").write_text(yaml.safe_dump(config))
         env = dict(os.environ, PATH=f"{VENV_BIN}:{os.environ['PATH']}", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(root / "token"), TMPDIR=str(root))
-        yield {"root": root, "config": root / "cluster.yaml", "env": env, "ssh_port": ssh_port, "gcs": gcs}
+        yield {"root": root, "config": root / "cluster.yaml", "env": env, "ssh_port": ssh_port, "dashboard": dashboard}
     finally:
         leftovers = pids_with(str(root))
         end(([sshd.pid] if sshd else []) + sorted(leftovers))
@@ -192,27 +193,52 @@ def test_ray_up_a_sweep_a_worker_stopped_mid_trial_and_ray_down(lab, data_dir, t
 
     spec = small_spec(tmp_path / "lab.yaml", "lab", EPOCHS)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    # the driver on the head, as `ray exec` runs it (the locked install has no job server: see
-    # docs/clusters.md); RAY_ADDRESS is where `--address auto` looks first (this head's Ray keeps
-    # its address in the test's temp dir, not in /tmp/ray)
-    sweep = (f"RAY_ADDRESS={HEAD}:{lab['gcs']} superpos sweep {spec} --address auto --data-dir {data_dir} "
-             f"--storage-path {tmp_path / 'ray'} --tracking-uri {uri}")
-    driver = subprocess.Popen([f"{VENV_BIN}/ray", "exec", str(lab["config"]), sweep], env=lab["env"],
-                              stdout=open(tmp_path / "driver.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
     grid = tmp_path / "ray" / "lab" / "grid"
+    # the driver as a Ray job on the head, submitted to its job server (on the head's 127.0.0.1,
+    # reached here directly: one host; a user reaches it through `ray dashboard CONFIG`), with the
+    # token from the environment; `ray job submit` follows the job's log and fails if the job does
+    job_server = f"http://127.0.0.1:{lab['dashboard']}"
+    sweep = ["superpos", "sweep", spec, "--address", "auto", "--data-dir", data_dir, "--storage-path", tmp_path / "ray", "--tracking-uri", uri]
 
-    # both trials running, one on each worker, each past its first checkpoint: stop 127.0.0.3
-    wait_for(lambda: sorted(node_of_running_trials(grid).values()) == WORKERS and len(list(grid.glob("*/checkpoint_*"))) >= 2,
-             300, "a checkpointed trial on each worker")
-    on_stopped = [t for t, ip in node_of_running_trials(grid).items() if ip == WORKERS[1]]
+    def submit(job: str, *more: str) -> subprocess.Popen:
+        return subprocess.Popen([f"{VENV_BIN}/ray", "job", "submit", "--address", job_server, "--submission-id", job, "--", *map(str, [*sweep, *more])],
+                                env=lab["env"], stdout=open(tmp_path / f"{job}.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+    def on_each_worker(since: dict[str, int]) -> bool:
+        """Both trials running, one on each worker, each with a result and a checkpoint after ``since``."""
+        lines = {t: (grid / t / "result.json").read_text().count("\n") for t in since}
+        return (sorted(node_of_running_trials(grid).values()) == WORKERS and len(list(grid.glob("*/checkpoint_*"))) >= 2
+                and all(n > since.get(t, 0) for t, n in lines.items()))
+
+    first = submit("lab-sweep")
+    wait_for(lambda: on_each_worker({}), 300, "a checkpointed trial on each worker", first)
+    # `ray job stop`: the driver gets SIGINT (the head's RAY_JOB_STOP_SIGNAL) and stops as Ctrl-C does
+    run(lab, "ray", "job", "stop", "--address", job_server, "lab-sweep")
+    try:
+        first.wait(300)
+    finally:
+        end([first.pid])
+    log = (tmp_path / "lab-sweep.log").read_text()
+    assert "Job 'lab-sweep' was stopped" in log and "interrupted; continue it with" in log, log[-4000:]
+    parents, children = sweep_runs(uri, "launch-lab")
+    assert [p.info.status for p in parents] == ["RUNNING"] and not any(c.data.tags["status"] == "finished" for c in children)
+
+    # the same job again with --resume; once both trials train again, one on each worker, each
+    # past a new checkpoint: stop 127.0.0.3's Ray over SSH
+    before = {t: (grid / t / "result.json").read_text().count("\n") for t in node_of_running_trials(grid)}
+    driver = submit("lab-sweep-resumed", "--resume")
+    wait_for(lambda: on_each_worker(before), 300, "both trials training again, one on each worker", driver)
+    (moved,) = [t for t, ip in node_of_running_trials(grid).items() if ip == WORKERS[1]]
+    at_stop = (grid / moved / "result.json").read_text().count("\n")
     run(lab, "ssh", "-i", lab["root"] / "key", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
         "-o", f"ProxyCommand={sys.executable} {lab['root']}/relay.py %h {lab['ssh_port']}", f"root@{WORKERS[1]}", "ray stop")
     assert not pids_with(f"{lab['root']}/nodes/{WORKERS[1]}/")
 
     try:
-        assert driver.wait(900) == 0, (tmp_path / "driver.log").read_text()[-4000:]
+        assert driver.wait(900) == 0, (tmp_path / "lab-sweep-resumed.log").read_text()[-4000:]
     finally:
         end([driver.pid])
+    assert "Job 'lab-sweep-resumed' succeeded" in (tmp_path / "lab-sweep-resumed.log").read_text()
 
     parents, children = sweep_runs(uri, "launch-lab")
     assert [p.info.status for p in parents] == ["FINISHED"] and len(children) == 2
@@ -223,10 +249,11 @@ def test_ray_up_a_sweep_a_worker_stopped_mid_trial_and_ray_down(lab, data_dir, t
     # other worker, or the stopped one once the autoscaler had started its Ray again) ...
     nodes = sorted(c.data.tags["superpos.nodes"].split(",") for c in children)
     assert [n[0] for n in nodes] == WORKERS, nodes
-    # ... from its checkpoint, not from scratch
-    (moved,) = on_stopped
-    results = [json.loads(line) for line in (grid / moved / "result.json").read_text().splitlines()]
-    assert any(r["iterations_since_restore"] < r["training_iteration"] for r in results)
+    # ... from its checkpoint, not from scratch: after the stop (and results of the stopped worker
+    # the driver had not yet written) comes a first result since a restore, not of the first epoch
+    after = [json.loads(line) for line in (grid / moved / "result.json").read_text().splitlines()[at_stop:]]
+    restored = [r["training_iteration"] for r in after if r["iterations_since_restore"] == 1]
+    assert restored and all(it > 1 for it in restored), [(r["training_iteration"], r["iterations_since_restore"]) for r in after]
 
     ours = pids_with(str(lab["root"])) - pids_with("sshd")
     run(lab, "ray", "down", "-y", lab["config"])
