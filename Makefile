@@ -42,10 +42,11 @@ demo: install
 	$(BIN)/superpos report --tracking-uri $(DEMO_DB) --experiment superpos-demo-minilm --out $(DEMO)/report
 
 # two pytest workers, a test file each at a time (module fixtures stay whole): most of the
-# long tests wait on processes, servers and fault holds rather than compute
+# long tests wait on processes, servers and fault holds rather than compute; the slowest tests
+# are listed at the end, to see where CI's 30 minutes go
 WORKERS ?= 2
 test: install
-	$(BIN)/pytest -q -n $(WORKERS) --dist loadfile
+	$(BIN)/pytest -q -n $(WORKERS) --dist loadfile --durations=15
 
 # the chaos soak (docs/reliability.md): a 48-trial sweep on a local 3-node Ray cluster, an MLflow
 # server and S3 (moto), under a seeded fault every 1-4 minutes for MINUTES; then superpos audit and
