@@ -83,7 +83,7 @@ def test_bench_item_reports_the_cuda_figures(cuda_faked, tmp_path, monkeypatch):
 
     monkeypatch.setattr(workload, "BATCH", 2)
     monkeypatch.setattr(workload, "INPUT_TOKENS", 8)
-    monkeypatch.setattr(seq2seq, "MAX_K", 32)  # the doubling is tests/test_bench.py's
+    monkeypatch.setattr(seq2seq, "MAX_K", 4)  # the doubling is tests/test_bench.py's
     monkeypatch.setattr(gpu_check.Check, "cuda", property(lambda self: True))
     gpu_check.check_bench(gpu_check.Check(tmp_path, False, time.monotonic() + 600, torch.device("cpu")))
     (line,) = (tmp_path / "verdicts.txt").read_text().splitlines()
