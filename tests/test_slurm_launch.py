@@ -149,6 +149,8 @@ def assert_finished_once(uri: str, epochs: int) -> None:
     for c in children:
         assert c.info.status == "FINISHED" and c.data.tags["status"] == "finished"
         assert metric_steps(uri, c.info.run_id) == [2 * (k + 1) for k in range(epochs)]  # every step once
+    # the two trials (1 CPU each, 1 CPU a node, 40 epochs) trained side by side, one on each node
+    assert {n for c in children for n in c.data.tags["superpos.nodes"].split(",")} == set(NODES.values())
 
 
 def sweep_args(tmp_path, data_dir) -> list:
@@ -163,8 +165,10 @@ def test_the_smoke_sweep_runs_as_a_two_node_job(slurm, data_dir, tmp_path):
     parents, children = sweep_runs(f"sqlite:///{tmp_path}/mlflow.db", "superpos-smoke")
     assert [p.info.status for p in parents] == ["FINISHED"]
     assert len(children) == 6 and all(c.info.status == "FINISHED" and c.data.tags["status"] == "finished" for c in children)
-    # the two Ray trials (1 CPU each, 1 CPU a node) ran one on each node
-    assert {c.data.tags["superpos.node"] for c in children} == set(NODES.values())
+    # on the job's nodes; not necessarily both: a smoke trial may end before the other's worker has
+    # started, and Tune then runs the other in the worker it already has (the long sweep below
+    # shows both nodes at work)
+    assert {c.data.tags["superpos.node"] for c in children} <= set(NODES.values())
 
 
 def test_a_job_stopped_by_its_time_limit_signal_is_resumed_by_hand_then_by_its_requeue(slurm, data_dir, tmp_path):
