@@ -1,9 +1,15 @@
-"""Checks the SLURM job script (deploy/slurm/superpos.sbatch) runs before it starts Ray.
+"""What the SLURM job script (deploy/slurm/superpos.sbatch) asks before it starts the sweep.
 
 ``python -m trainables.slurm check-gpus SPEC... [superpos sweep options]``: exit 2 with a
 message naming ``--gpus-per-node`` when a spec asks for GPUs (``resources.gpu``) and the job
 has none (``SLURM_GPUS_ON_NODE`` unset or 0). Elsewhere such a sweep only warns (the autoscaler
 may add GPU nodes); a SLURM job's nodes are fixed, so its trials would wait for ever.
+
+``python -m trainables.slurm resume-flag SPEC... [superpos sweep options]``: prints ``--resume``
+when a requeued job's sweep has state to continue (a spec's ``superpos_sweep.json`` under the
+storage path) and the options lack it; nothing otherwise. Slurm requeues a job on preemption or
+node failure too, possibly before its first run wrote that state, and ``--resume`` of a sweep
+without state stops ("nothing to resume"): that run starts the sweep instead.
 """
 
 from __future__ import annotations
@@ -14,12 +20,36 @@ import sys
 from superpos.errors import ConfigError
 
 
+def _spec_paths(args: list[str]) -> list[str]:
+    """The spec files: the arguments before the first option (``superpos sweep``'s order)."""
+    return args[: next((i for i, a in enumerate(args) if a.startswith("-")), len(args))]
+
+
+def _storage_path(args: list[str]) -> str | None:
+    for i, a in enumerate(args):
+        if a == "--storage-path" and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith("--storage-path="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def resume_flag(args: list[str]) -> list[str]:
+    from trainables.spec import load_spec
+    from trainables.sweep_state import RunOptions, read_state, sweep_root
+
+    if "--resume" in args:
+        return []
+    opts = RunOptions(storage_path=_storage_path(args))
+    started = any(read_state(sweep_root(load_spec(path), opts)) is not None for path in _spec_paths(args))
+    return ["--resume"] if started else []
+
+
 def check_gpus(args: list[str]) -> None:
     from trainables.spec import load_spec
 
-    specs = [a for a in args[: next((i for i, a in enumerate(args) if a.startswith("-")), len(args))]]
     gpus = os.environ.get("SLURM_GPUS_ON_NODE", "0") or "0"
-    for path in specs:
+    for path in _spec_paths(args):
         spec = load_spec(path)
         if spec.resources.gpu > 0 and int(gpus) == 0:
             raise ConfigError(
@@ -31,11 +61,14 @@ def check_gpus(args: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] != "check-gpus":
-        print("usage: python -m trainables.slurm check-gpus SPEC... [superpos sweep options]", file=sys.stderr)
+    if not argv or argv[0] not in ("check-gpus", "resume-flag"):
+        print("usage: python -m trainables.slurm {check-gpus,resume-flag} SPEC... [superpos sweep options]", file=sys.stderr)
         return 2
     try:
-        check_gpus(argv[1:])
+        if argv[0] == "check-gpus":
+            check_gpus(argv[1:])
+        elif flag := resume_flag(argv[1:]):
+            print(*flag)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
