@@ -27,10 +27,10 @@ def started(storage) -> None:
     (storage / "smoke" / STATE_FILE).write_text(json.dumps({"parent_run_id": "x", "root": root}))
 
 
-@pytest.mark.parametrize("form", ["separate", "equals"])
+@pytest.mark.parametrize("form", ["separate", "equals", "abbreviated"])
 def test_a_sweep_with_state_is_resumed_and_one_without_is_started(capsys, tmp_path, form):
     storage = tmp_path / "ray"
-    opt = ["--storage-path", storage] if form == "separate" else [f"--storage-path={storage}"]
+    opt = {"separate": ["--storage-path", storage], "equals": [f"--storage-path={storage}"], "abbreviated": ["--storage", storage]}[form]
     assert flag(capsys, SMOKE, *opt, "--data-dir", tmp_path) == ""  # requeued before any state: start it
     started(storage)
     assert flag(capsys, SMOKE, *opt, "--data-dir", tmp_path) == "--resume\n"

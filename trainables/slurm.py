@@ -14,34 +14,32 @@ without state stops ("nothing to resume"): that run starts the sweep instead.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
 from superpos.errors import ConfigError
 
 
-def _spec_paths(args: list[str]) -> list[str]:
-    """The spec files: the arguments before the first option (``superpos sweep``'s order)."""
-    return args[: next((i for i, a in enumerate(args) if a.startswith("-")), len(args))]
+def _sweep_options(args: list[str]) -> argparse.Namespace:
+    """``args`` as ``superpos sweep`` reads them (its own parser: the same spec list, options and
+    abbreviations); a bad option stops here as it would there."""
+    from trainables.cli import register
 
-
-def _storage_path(args: list[str]) -> str | None:
-    for i, a in enumerate(args):
-        if a == "--storage-path" and i + 1 < len(args):
-            return args[i + 1]
-        if a.startswith("--storage-path="):
-            return a.split("=", 1)[1]
-    return None
+    parser = argparse.ArgumentParser(prog="superpos")
+    register(parser.add_subparsers())
+    return parser.parse_args(["sweep", *args])
 
 
 def resume_flag(args: list[str]) -> list[str]:
     from trainables.spec import load_spec
     from trainables.sweep_state import RunOptions, read_state, sweep_root
 
-    if "--resume" in args:
+    ns = _sweep_options(args)
+    if ns.resume:
         return []
-    opts = RunOptions(storage_path=_storage_path(args))
-    started = any(read_state(sweep_root(load_spec(path), opts)) is not None for path in _spec_paths(args))
+    opts = RunOptions(storage_path=ns.storage_path)
+    started = any(read_state(sweep_root(load_spec(path), opts)) is not None for path in ns.spec)
     return ["--resume"] if started else []
 
 
@@ -49,7 +47,7 @@ def check_gpus(args: list[str]) -> None:
     from trainables.spec import load_spec
 
     gpus = os.environ.get("SLURM_GPUS_ON_NODE", "0") or "0"
-    for path in _spec_paths(args):
+    for path in _sweep_options(args).spec:
         spec = load_spec(path)
         if spec.resources.gpu > 0 and int(gpus) == 0:
             raise ConfigError(
